@@ -1,0 +1,76 @@
+"""Embedding the core in another Trio program, as the README shows."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+import trio_stock
+from trio_stock import Config, Market
+
+
+async def test_serve_core_in_a_nursery_and_receive_simulated_prices(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config.from_mapping({"TRIO_STOCK_SIM_TICKS_PER_SECOND": "5"})
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(
+            lambda task_status: trio_stock.serve(config, listen=False, task_status=task_status)
+        )
+        hub = gateway.hub
+        async with hub.subscriber() as updates:
+            result = await hub.subscribe(updates, ["005930", "aapl"])
+            assert result.accepted == ("005930", "AAPL")
+            seen: dict[str, int] = {}
+            with trio.move_on_after(10):
+                async for state in updates:
+                    seen[state.symbol] = seen.get(state.symbol, 0) + 1
+            assert seen.keys() == {"005930", "AAPL"}
+            assert all(count > 5 for count in seen.values())
+        stats = hub.statistics()
+        assert {p.name: p.state.value for p in stats.providers} == {
+            "sim-kr": "connected",
+            "sim-us": "connected",
+        }
+        assert {u.market: u.quota for u in stats.upstream} == {Market.KR: 40, Market.US: 500}
+        nursery.cancel_scope.cancel()
+
+
+def test_public_names_are_exactly_the_intended_ones() -> None:
+    public = {name for name in dir(trio_stock) if not name.startswith("_")}
+    modules = {
+        "clock",
+        "config",
+        "errors",
+        "gateway",
+        "hub",
+        "model",
+        "symbols",
+        "upstream",
+        "server",
+    }
+    assert public - modules == {
+        "AuthFailed",
+        "Config",
+        "ConfigError",
+        "Failure",
+        "FailureReason",
+        "Gateway",
+        "Hub",
+        "HubStatistics",
+        "InvalidSymbol",
+        "Market",
+        "Policy",
+        "Secret",
+        "SimulatedMarket",
+        "SubscribeResult",
+        "Subscriber",
+        "SubscriberTooSlow",
+        "SymbolState",
+        "Tick",
+        "TickKind",
+        "TrioStockError",
+        "UpstreamError",
+        "normalize_symbol",
+        "serve",
+    }

@@ -1,0 +1,109 @@
+"""The gateway as a service: ``await nursery.start(trio_stock.serve, config)``.
+
+It opens the root of the nursery tree: the hub (which runs one task per provider and the
+linger reaper) and the HTTP/WebSocket listener with one task per client connection.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from .config import Config, KrProvider, UsProvider
+from .errors import ConfigError
+from .hub import Hub
+from .model import Market
+from .upstream.contract import Provider
+from .upstream.sim import SimulatedMarket
+
+
+@attrs.frozen
+class Gateway:
+    """What :func:`serve` hands back once it is ready."""
+
+    hub: Hub
+    config: Config
+    port: int | None  # the bound port (useful with port 0); None when not listening
+
+
+def build_providers(config: Config) -> list[Provider]:
+    """One provider per market, as the configuration asks.
+
+    Raises:
+        ConfigError: a live provider was asked for without its credentials.
+    """
+    return [_korean_provider(config), _us_provider(config)]
+
+
+def _korean_provider(config: Config) -> Provider:
+    choice = config.kr_provider
+    if choice is KrProvider.AUTO:
+        choice = KrProvider.KIS if config.kis_configured else KrProvider.SIM
+    if choice is KrProvider.KIS:
+        if not config.kis_configured:
+            raise ConfigError("the KIS provider needs KIS_APP_KEY and KIS_APP_SECRET")
+        from .upstream.kis import KisProvider
+
+        return KisProvider.from_config(config)
+    return SimulatedMarket(
+        Market.KR,
+        quota=config.kis_max_subscriptions,
+        ticks_per_second=config.sim_ticks_per_second,
+        seed=config.sim_seed,
+    )
+
+
+def _us_provider(config: Config) -> Provider:
+    choice = config.us_provider
+    if choice is UsProvider.AUTO:
+        choice = UsProvider.FMP if config.fmp_api_key is not None else UsProvider.SIM
+    if choice is UsProvider.FMP:
+        if config.fmp_api_key is None:
+            raise ConfigError("the FMP provider needs FMP_API_KEY")
+        from .upstream.fmp import FmpProvider
+
+        return FmpProvider.from_config(config)
+    return SimulatedMarket(
+        Market.US,
+        quota=config.fmp_max_subscriptions,
+        ticks_per_second=config.sim_ticks_per_second,
+        seed=config.sim_seed + 1,
+    )
+
+
+def build_hub(config: Config) -> Hub:
+    """The hub with the configured providers and limits."""
+    return Hub(
+        build_providers(config),
+        linger=config.linger,
+        ack_timeout=config.ack_timeout,
+        max_symbols_per_subscriber=config.max_symbols_per_client,
+    )
+
+
+async def serve(
+    config: Config | None = None,
+    *,
+    listen: bool = True,
+    task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the gateway until cancelled.
+
+    Args:
+        config: The settings (default: :meth:`Config.from_env`).
+        listen: Serve HTTP/WebSocket on ``config.host:config.port``; ``False`` runs only the
+            hub and its providers (for embedding the core).
+
+    ``task_status.started`` receives a :class:`Gateway` once the hub runs and the port is
+    bound, so ``await nursery.start(serve, config)`` returns when clients can connect.
+    """
+    config = config or Config.from_env()
+    hub = build_hub(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        port = None
+        if listen:
+            from .server import serve_http
+
+            port = await nursery.start(serve_http, hub, config)
+        task_status.started(Gateway(hub=hub, config=config, port=port))

@@ -1,0 +1,530 @@
+"""The hub: reference-counted upstream subscriptions, quotas, linger, and fan-out.
+
+Data flow::
+
+    provider ──publish(tick)──▶ Hub ──offer(state)──▶ subscribers (bounded, per client)
+    client ──subscribe──▶ Hub ──Subscribe──▶ provider ──registered/rejected──▶ Hub
+
+One *topic* per symbol held upstream. A topic is PENDING from the moment the hub asks its
+provider for it until the provider answers, then REGISTERED. Subscribers attach only to
+REGISTERED topics. A topic with no subscribers and no subscribe waiting on it *lingers*
+for ``linger`` seconds before it is released upstream, so page switches do not churn the
+provider; a lingering topic is released at once when its quota slot is needed.
+
+Everything that changes a topic is synchronous; the only awaits are waiting for upstream
+answers and the linger reaper. A subscribe counts as a *waiter* on each topic it wants
+until it returns, and :meth:`Hub._settle` decides each topic's fate whenever its
+subscribers or waiters change. That single rule is what makes cancellation at any point
+leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+from collections.abc import Iterable
+
+import attrs
+import trio
+
+from ..clock import WallClock
+from ..errors import InvalidSymbol
+from ..model import Market, SymbolState, Tick, merge
+from ..symbols import normalize_symbol
+from ..upstream.contract import (
+    COMMAND_BUFFER_MIN,
+    COMMAND_BUFFER_PER_SLOT,
+    Command,
+    Provider,
+    ProviderStatistics,
+    Subscribe,
+    Unsubscribe,
+)
+from .results import Failure, FailureReason, SubscribeResult
+from .subscriber import (
+    DEFAULT_LOSSLESS_CAPACITY,
+    ConflatingSubscriber,
+    DiscardingSubscriber,
+    LosslessSubscriber,
+    Policy,
+    Subscriber,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LINGER = 5.0  # seconds a symbol nobody holds stays registered upstream
+DEFAULT_ACK_TIMEOUT = 10.0  # seconds to wait for an upstream acknowledgement
+DEFAULT_MAX_SYMBOLS_PER_SUBSCRIBER = 200
+DEFAULT_CACHE_LIMIT = 10_000  # latest states kept for symbols nobody holds any more
+
+
+class _TopicState(enum.Enum):
+    PENDING = "pending"
+    REGISTERED = "registered"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+@attrs.define(eq=False)
+class _Topic:
+    symbol: str
+    link: _Link
+    token: int
+    state: _TopicState = _TopicState.PENDING
+    subscribers: set[Subscriber] = attrs.Factory(set)
+    waiters: int = 0
+    answered: trio.Event = attrs.Factory(trio.Event)
+    failure: Failure | None = None
+
+
+@attrs.frozen
+class UpstreamUsage:
+    """How much of one provider's quota is in use."""
+
+    provider: str
+    market: Market
+    quota: int
+    used: int  # registered + pending
+    pending: int
+    lingering: int
+
+
+@attrs.frozen
+class HubStatistics:
+    """The hub's counters at one moment."""
+
+    subscribers: int
+    symbols: int  # topics held upstream (pending, registered or lingering)
+    cached_symbols: int
+    published: int  # ticks accepted
+    unrouted: int  # ticks for symbols the hub does not hold (ignored)
+    delivered: int  # updates received by subscribers
+    conflated: int  # updates replaced by a newer one before delivery
+    too_slow: int  # lossless subscribers cut off
+    commands_dropped: int  # commands a provider's full channel refused
+    upstream: tuple[UpstreamUsage, ...]
+    providers: tuple[ProviderStatistics, ...]
+
+
+class _Link:
+    """The hub's side of one provider (implements ``UpstreamLink``)."""
+
+    def __init__(self, hub: Hub, provider: Provider) -> None:
+        self.hub = hub
+        self.provider = provider
+        self.market = provider.market
+        self.name = provider.name
+        self.epoch = 0
+        self.topics: set[_Topic] = set()
+        size = max(COMMAND_BUFFER_MIN, COMMAND_BUFFER_PER_SLOT * provider.quota)
+        self._send, self._commands = trio.open_memory_channel[Command](size)
+
+    @property
+    def commands(self) -> trio.MemoryReceiveChannel[Command]:
+        return self._commands
+
+    def send(self, command: Command) -> bool:
+        try:
+            self._send.send_nowait(command)
+        except (trio.WouldBlock, trio.BrokenResourceError):
+            self.hub._commands_dropped += 1
+            log.warning("%s: command channel full, dropped %s", self.name, command)
+            return False
+        return True
+
+    def registered(self, command: Subscribe) -> None:
+        topic = self._current(command)
+        if topic is not None:
+            topic.state = _TopicState.REGISTERED
+            topic.answered.set()
+            self.hub._settle(topic)
+
+    def rejected(self, command: Subscribe, reason: FailureReason, detail: str) -> None:
+        topic = self._current(command)
+        if topic is not None:
+            topic.failure = Failure(command.symbol, reason, detail)
+            self.hub._drop(topic, _TopicState.FAILED)
+            topic.answered.set()
+
+    def publish(self, tick: Tick) -> None:
+        self.hub.publish(tick)
+
+    def session_started(self) -> None:
+        self.epoch += 1
+
+    def now_ns(self) -> int:
+        return self.hub.clock.now_ns()
+
+    def _current(self, command: Subscribe) -> _Topic | None:
+        # Answers to withdrawn or superseded requests carry a stale token: ignore them.
+        topic = self.hub._topics.get(command.symbol)
+        if topic is None or topic.token != command.token or topic.state is not _TopicState.PENDING:
+            return None
+        return topic
+
+
+class Hub:
+    """The pub/sub hub between providers and subscribers.
+
+    Args:
+        providers: One provider per market; symbols are routed by market.
+        linger: Seconds an unheld symbol stays registered upstream before release.
+        ack_timeout: Seconds a subscribe waits for the upstream's answer.
+        max_symbols_per_subscriber: Default per-subscriber limit.
+        cache_limit: How many latest states of symbols nobody holds are kept.
+        clock: Epoch time source (follows Trio's clock); a fixed one for tests.
+
+    Run it as a service, which also runs its providers::
+
+        hub = await nursery.start(Hub([SimulatedMarket(Market.KR)]).run)
+    """
+
+    def __init__(
+        self,
+        providers: Iterable[Provider] = (),
+        *,
+        linger: float = DEFAULT_LINGER,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        max_symbols_per_subscriber: int = DEFAULT_MAX_SYMBOLS_PER_SUBSCRIBER,
+        cache_limit: int = DEFAULT_CACHE_LIMIT,
+        clock: WallClock | None = None,
+    ) -> None:
+        self.linger = linger
+        self.ack_timeout = ack_timeout
+        self.max_symbols_per_subscriber = max_symbols_per_subscriber
+        self.cache_limit = cache_limit
+        self.clock = clock or WallClock()
+        self._links: dict[Market, _Link] = {}
+        for provider in providers:
+            if provider.market in self._links:
+                raise ValueError(f"two providers for market {provider.market.value}")
+            self._links[provider.market] = _Link(self, provider)
+        self._topics: dict[str, _Topic] = {}
+        self._latest: dict[str, SymbolState] = {}
+        self._lingering: dict[_Topic, float] = {}  # topic → deadline, in deadline order
+        self._linger_lot = trio.lowlevel.ParkingLot()
+        self._subscribers: set[Subscriber] = set()
+        self._names = itertools.count(1)
+        self._tokens = itertools.count(1)
+        self._published = 0
+        self._unrouted = 0
+        self._commands_dropped = 0
+        self._retired_delivered = 0
+        self._retired_conflated = 0
+        self._too_slow = 0
+
+    # ---- running -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the providers and the linger reaper until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for link in self._links.values():
+                await nursery.start(link.provider.run, link)
+            nursery.start_soon(self._reap_lingering)
+            task_status.started(self)
+
+    async def _reap_lingering(self) -> None:
+        # Deadlines are added in time order (linger is constant), so the first is the next.
+        while True:
+            if not self._lingering:
+                await self._linger_lot.park()
+                continue
+            await trio.sleep_until(next(iter(self._lingering.values())))
+            now = trio.current_time()
+            for topic, deadline in list(self._lingering.items()):
+                if deadline > now:
+                    break
+                self._drop(topic, _TopicState.RELEASED)
+
+    # ---- subscribers ---------------------------------------------------------------
+
+    def subscriber(
+        self,
+        policy: Policy = Policy.CONFLATE,
+        *,
+        name: str | None = None,
+        capacity: int = DEFAULT_LOSSLESS_CAPACITY,
+        max_symbols: int | None = None,
+    ) -> Subscriber:
+        """Create a subscriber. Use it as ``async with hub.subscriber() as sub:``.
+
+        Args:
+            policy: ``CONFLATE`` (default), ``LOSSLESS`` or ``DISCARD``.
+            name: For statistics and logs.
+            capacity: The lossless bound, in updates.
+            max_symbols: How many symbols it may hold (default: the hub's limit).
+        """
+        name = name or f"subscriber-{next(self._names)}"
+        limit = self.max_symbols_per_subscriber if max_symbols is None else max_symbols
+        sub: Subscriber
+        if policy is Policy.CONFLATE:
+            sub = ConflatingSubscriber(self, name, limit)
+        elif policy is Policy.LOSSLESS:
+            sub = LosslessSubscriber(self, name, limit, capacity)
+        else:
+            sub = DiscardingSubscriber(self, name, limit)
+        self._subscribers.add(sub)
+        return sub
+
+    async def subscribe(self, subscriber: Subscriber, symbols: Iterable[object]) -> SubscribeResult:
+        """Subscribe to ``symbols``; return once the upstream answered each new one.
+
+        Symbols are normalised and routed by market. A symbol the subscriber already holds
+        is accepted again without side effects. A new symbol is attached only after its
+        provider acknowledged it (or it was already live upstream), and its latest state,
+        if any, is the first update the subscriber gets for it. Cancellation leaves no
+        trace: nothing is attached until the end, and pending requests nobody waits for
+        any more are withdrawn.
+        """
+        subscriber._check_open()
+        wanted: list[tuple[str, _Topic | Failure | None]] = []
+        seen: set[str] = set()
+        budget = subscriber.max_symbols - len(subscriber._symbols)
+        try:
+            for raw in symbols:
+                symbol, outcome = self._claim(subscriber, raw, budget, seen)
+                if isinstance(outcome, _Topic):
+                    budget -= 1
+                wanted.append((symbol, outcome))
+            await self._wait_for_answers([o for _, o in wanted if isinstance(o, _Topic)])
+            subscriber._check_open()
+            return self._attach_answered(subscriber, wanted)
+        finally:
+            for _, outcome in wanted:
+                if isinstance(outcome, _Topic):
+                    outcome.waiters -= 1
+                    self._settle(outcome)
+
+    def unsubscribe(self, subscriber: Subscriber, symbols: Iterable[object]) -> tuple[str, ...]:
+        """Release ``symbols``; return the normalised ones the subscriber held. Never blocks."""
+        released: list[str] = []
+        for raw in symbols:
+            try:
+                symbol, _ = normalize_symbol(raw)
+            except InvalidSymbol:
+                continue
+            if subscriber.holds(symbol):
+                self._detach(subscriber, symbol)
+                released.append(symbol)
+        return tuple(released)
+
+    def _claim(
+        self, subscriber: Subscriber, raw: object, budget: int, seen: set[str]
+    ) -> tuple[str, _Topic | Failure | None]:
+        """Decide one requested symbol: already held (None), a failure, or a topic to wait on."""
+        try:
+            symbol, market = normalize_symbol(raw)
+        except InvalidSymbol:
+            text = raw if isinstance(raw, str) else repr(raw)
+            return text, Failure(text, FailureReason.INVALID, "not a 6-digit code or a ticker")
+        if symbol in seen or subscriber.holds(symbol):
+            seen.add(symbol)
+            return symbol, None
+        seen.add(symbol)
+        if budget <= 0:
+            detail = f"a subscriber may hold at most {subscriber.max_symbols} symbols"
+            return symbol, Failure(symbol, FailureReason.LIMIT, detail)
+        topic = self._topics.get(symbol)
+        if topic is None:
+            outcome = self._open_topic(symbol, market)
+            if isinstance(outcome, Failure):
+                return symbol, outcome
+            topic = outcome
+        topic.waiters += 1
+        self._settle(topic)  # a lingering topic stops lingering while someone waits on it
+        return symbol, topic
+
+    def _open_topic(self, symbol: str, market: Market) -> _Topic | Failure:
+        link = self._links.get(market)
+        if link is None:
+            return Failure(symbol, FailureReason.UNAVAILABLE, f"no provider for {market.value}")
+        quota = link.provider.quota
+        if len(link.topics) >= quota:
+            victim = next((t for t in self._lingering if t.link is link), None)
+            if victim is None:
+                detail = f"{link.name} holds {quota} symbols, its limit"
+                return Failure(symbol, FailureReason.QUOTA, detail)
+            self._drop(victim, _TopicState.RELEASED)
+        topic = _Topic(symbol, link, next(self._tokens))
+        if not link.send(Subscribe(symbol, topic.token)):
+            return Failure(symbol, FailureReason.UNAVAILABLE, f"{link.name} is not taking requests")
+        self._topics[symbol] = topic
+        link.topics.add(topic)
+        return topic
+
+    async def _wait_for_answers(self, topics: list[_Topic]) -> None:
+        unanswered = [t for t in topics if t.state is _TopicState.PENDING]
+        if not unanswered:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.move_on_after(self.ack_timeout):
+            for topic in unanswered:
+                await topic.answered.wait()
+
+    def _attach_answered(
+        self, subscriber: Subscriber, wanted: list[tuple[str, _Topic | Failure | None]]
+    ) -> SubscribeResult:
+        accepted: list[str] = []
+        failed: list[Failure] = []
+        for symbol, outcome in wanted:
+            if outcome is None:
+                accepted.append(symbol)
+            elif isinstance(outcome, Failure):
+                failed.append(outcome)
+            elif outcome.state is _TopicState.REGISTERED:
+                self._attach(subscriber, outcome)
+                accepted.append(symbol)
+            elif outcome.failure is not None:
+                failed.append(outcome.failure)
+            else:
+                detail = f"{outcome.link.name} did not answer within {self.ack_timeout:g} s"
+                failed.append(Failure(symbol, FailureReason.TIMEOUT, detail))
+        return SubscribeResult(tuple(accepted), tuple(failed))
+
+    def _attach(self, subscriber: Subscriber, topic: _Topic) -> None:
+        topic.subscribers.add(subscriber)
+        subscriber._attach(topic.symbol)
+        self._settle(topic)
+        snapshot = self._latest.get(topic.symbol)
+        if snapshot is not None:
+            subscriber._offer(snapshot)
+
+    def _detach(self, subscriber: Subscriber, symbol: str) -> None:
+        subscriber._detach(symbol)
+        topic = self._topics.get(symbol)
+        if topic is not None:
+            topic.subscribers.discard(subscriber)
+            self._settle(topic)
+
+    def _retire(self, subscriber: Subscriber) -> None:
+        """Called by ``Subscriber.close``: release everything it holds."""
+        for symbol in list(subscriber._symbols):
+            self._detach(subscriber, symbol)
+        if subscriber in self._subscribers:
+            self._subscribers.remove(subscriber)
+            stats = subscriber.statistics()
+            self._retired_delivered += stats.delivered
+            self._retired_conflated += stats.conflated
+            self._too_slow += stats.too_slow
+
+    # ---- topic lifecycle -----------------------------------------------------------
+
+    def _settle(self, topic: _Topic) -> None:
+        """Bring ``topic`` in line with its subscribers and waiters."""
+        if topic.state is _TopicState.PENDING:
+            if topic.waiters == 0:
+                self._drop(topic, _TopicState.RELEASED)  # nobody waits: withdraw the request
+        elif topic.state is _TopicState.REGISTERED:
+            idle = not topic.subscribers and topic.waiters == 0
+            if idle and topic not in self._lingering:
+                if self.linger <= 0:
+                    self._drop(topic, _TopicState.RELEASED)
+                    return
+                self._lingering[topic] = trio.current_time() + self.linger
+                if len(self._lingering) == 1:
+                    self._linger_lot.unpark_all()
+            elif not idle:
+                self._lingering.pop(topic, None)
+
+    def _drop(self, topic: _Topic, state: _TopicState) -> None:
+        """Remove ``topic``; a registered or pending one is released upstream."""
+        was_upstream = topic.state in (_TopicState.PENDING, _TopicState.REGISTERED)
+        self._lingering.pop(topic, None)
+        if self._topics.get(topic.symbol) is topic:
+            del self._topics[topic.symbol]
+        topic.link.topics.discard(topic)
+        for subscriber in topic.subscribers:
+            subscriber._detach(topic.symbol)
+        topic.subscribers.clear()
+        if was_upstream and state is _TopicState.RELEASED:
+            topic.link.send(Unsubscribe(topic.symbol))
+        topic.state = state
+        topic.answered.set()
+
+    # ---- data ----------------------------------------------------------------------
+
+    def publish(self, tick: Tick) -> None:
+        """Fold ``tick`` into its symbol's state and offer it to every subscriber.
+
+        Synchronous and never blocks; costs O(subscribers of the symbol). Ticks for symbols
+        the hub does not hold upstream are counted as unrouted and ignored.
+        """
+        topic = self._topics.get(tick.symbol)
+        if topic is None:
+            self._unrouted += 1
+            return
+        link = topic.link
+        state = merge(
+            self._latest.get(tick.symbol),
+            tick,
+            market=link.market,
+            provider=link.name,
+            epoch=link.epoch,
+        )
+        if tick.symbol not in self._latest and len(self._latest) >= self.cache_limit:
+            self._evict_cold()
+        self._latest[tick.symbol] = state
+        self._published += 1
+        for subscriber in topic.subscribers:
+            subscriber._offer(state)
+
+    def _evict_cold(self) -> None:
+        for symbol in self._latest:
+            if symbol not in self._topics:
+                del self._latest[symbol]
+                return
+
+    def latest(self, symbol: str) -> SymbolState | None:
+        """The latest state of ``symbol`` (any spelling), or None if never seen."""
+        try:
+            canonical, _ = normalize_symbol(symbol)
+        except InvalidSymbol:
+            return None
+        return self._latest.get(canonical)
+
+    def cached(self) -> list[SymbolState]:
+        """Every cached latest state, oldest symbol first."""
+        return list(self._latest.values())
+
+    def held(self, market: Market | None = None) -> list[str]:
+        """Symbols held upstream (pending, registered or lingering), optionally of a market."""
+        return [s for s, t in self._topics.items() if market is None or t.link.market is market]
+
+    def provider_for(self, market: Market) -> Provider | None:
+        """The provider serving ``market``, if any."""
+        link = self._links.get(market)
+        return None if link is None else link.provider
+
+    # ---- statistics ----------------------------------------------------------------
+
+    def statistics(self) -> HubStatistics:
+        """The hub's counters, with each provider's usage and state."""
+        live = [s.statistics() for s in self._subscribers]
+        usage = []
+        for link in self._links.values():
+            pending = sum(t.state is _TopicState.PENDING for t in link.topics)
+            lingering = sum(t.link is link for t in self._lingering)
+            usage.append(
+                UpstreamUsage(
+                    provider=link.name,
+                    market=link.market,
+                    quota=link.provider.quota,
+                    used=len(link.topics),
+                    pending=pending,
+                    lingering=lingering,
+                )
+            )
+        return HubStatistics(
+            subscribers=len(live),
+            symbols=len(self._topics),
+            cached_symbols=len(self._latest),
+            published=self._published,
+            unrouted=self._unrouted,
+            delivered=self._retired_delivered + sum(s.delivered for s in live),
+            conflated=self._retired_conflated + sum(s.conflated for s in live),
+            too_slow=self._too_slow + sum(s.too_slow for s in live),
+            commands_dropped=self._commands_dropped,
+            upstream=tuple(usage),
+            providers=tuple(link.provider.statistics() for link in self._links.values()),
+        )
