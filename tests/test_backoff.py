@@ -42,3 +42,9 @@ async def test_same_seed_same_delays(seed: int) -> None:
     a = Backoff(rng=random.Random(seed))
     b = Backoff(rng=random.Random(seed))
     assert [a.failed() for _ in range(5)] == [b.failed() for _ in range(5)]
+
+
+async def test_endless_failures_stay_at_the_cap() -> None:
+    backoff = Backoff(initial=1, maximum=60, jitter=0)
+    delays = [backoff.failed() for _ in range(5_000)]
+    assert delays[-1] == 60 and backoff.attempts == 5_000

@@ -142,6 +142,12 @@ class Config:
     kis_rest_url: str | None = _setting("KIS_REST_URL", None, _parse_url)
     kis_max_subscriptions: int = _setting("KIS_MAX_SUBSCRIPTIONS", 40, _parse_int(1, 10_000))
     kis_orderbook: bool = _setting("KIS_ORDERBOOK", False, _parse_bool)
+    kis_custtype: str = _setting("KIS_CUSTTYPE", "P", _parse_choice("P", "B"))  # kis.md §2
+    kis_watchdog: float = _setting("KIS_WATCHDOG", 60.0, _parse_float(1, 3600))  # kis.md §8.3
+    # Seconds between registration frames; None: 0.05 real, 0.5 paper (kis.md §7).
+    kis_register_interval: float | None = _setting(
+        "KIS_REGISTER_INTERVAL", None, _parse_float(0, 10)
+    )
     fmp_api_key: Secret | None = _setting("FMP_API_KEY", None, Secret)
     fmp_ws_url: str = _setting(
         "FMP_WS_URL", "wss://websockets.financialmodelingprep.com", _parse_url
@@ -149,6 +155,8 @@ class Config:
     fmp_rest_url: str = _setting("FMP_REST_URL", "https://financialmodelingprep.com", _parse_url)
     fmp_max_subscriptions: int = _setting("FMP_MAX_SUBSCRIPTIONS", 500, _parse_int(1, 100_000))
     fmp_ca_bundle: str | None = _setting("FMP_CA_BUNDLE", None)
+    # Seconds without any FMP frame (heartbeats included) before reconnecting (fmp.md §5, §8.4).
+    fmp_watchdog: float = _setting("FMP_WATCHDOG", 90.0, _parse_float(5, 3600))
 
     @property
     def kis_ws_endpoint(self) -> str:

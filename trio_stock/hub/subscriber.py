@@ -122,6 +122,14 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
     # The hub's side. `_offer` runs inside `publish` for every subscriber of a symbol:
     # it must never block and must stay cheap.
 
+    async def wait_too_slow(self) -> None:
+        """Return when this subscriber is cut off for being too slow (lossless only).
+
+        A consumer blocked in a write never calls ``receive`` again; a watcher task awaiting
+        this learns of the overflow anyway.
+        """
+        await trio.sleep_forever()
+
     def _offer(self, state: SymbolState) -> None:
         raise NotImplementedError
 
@@ -214,6 +222,11 @@ class LosslessSubscriber(Subscriber):
         self.capacity = capacity
         self._send, self._recv = trio.open_memory_channel[SymbolState](capacity)
         self._overflowed = False
+        self._cut_off = trio.Event()
+        # Last seq delivered per symbol in the current subscription. A memory channel cannot
+        # take back what an unsubscribe made stale, so receive skips anything not newer:
+        # no repeat after a resubscribe's snapshot, never an older state.
+        self._delivered_seq: dict[str, int] = {}
 
     def _offer(self, state: SymbolState) -> None:
         if self._overflowed:
@@ -224,8 +237,12 @@ class LosslessSubscriber(Subscriber):
             self._overflowed = True
             self._send.close()
             self._discard_buffer()  # the stream is over: free its memory now
+            self._cut_off.set()
         except trio.ClosedResourceError:
             pass  # closed by the consumer; the hub detaches it right away
+
+    async def wait_too_slow(self) -> None:
+        await self._cut_off.wait()
 
     def _discard_buffer(self) -> None:
         while True:
@@ -233,6 +250,18 @@ class LosslessSubscriber(Subscriber):
                 self._recv.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
+
+    def _detach(self, symbol: str) -> None:
+        super()._detach(symbol)
+        self._delivered_seq.pop(symbol, None)
+
+    def _fresh(self, state: SymbolState) -> bool:
+        if state.symbol not in self._symbols or state.seq <= self._delivered_seq.get(
+            state.symbol, 0
+        ):
+            return False
+        self._delivered_seq[state.symbol] = state.seq
+        return True
 
     def _pending_count(self) -> int:
         return self._recv.statistics().current_buffer_used
@@ -259,7 +288,7 @@ class LosslessSubscriber(Subscriber):
                 state = await self._recv.receive()
             except trio.EndOfChannel:
                 continue  # the send side closed: overflow (raised above) or close
-            if state.symbol in self._symbols:  # skip updates queued before an unsubscribe
+            if self._fresh(state):
                 self._delivered += 1
                 return state
 
@@ -270,7 +299,7 @@ class LosslessSubscriber(Subscriber):
                 state = self._recv.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            if state.symbol in self._symbols:
+            if self._fresh(state):
                 batch.append(state)
         self._delivered += len(batch) - 1
         return batch

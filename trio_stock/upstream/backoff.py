@@ -13,6 +13,8 @@ import random
 import attrs
 import trio
 
+_MAX_EXPONENT = 64  # 2**64 s is past any cap
+
 
 @attrs.define
 class Backoff:
@@ -46,7 +48,10 @@ class Backoff:
             if trio.current_time() - self._connected_at >= self.healthy_after:
                 self.attempts = 0
             self._connected_at = None
-        delay = min(self.maximum, self.initial * self.multiplier**self.attempts)
+        # The exponent stops growing once the cap is reached: days of failures must not
+        # overflow a float.
+        exponent = min(self.attempts, _MAX_EXPONENT)
+        delay = min(self.maximum, self.initial * self.multiplier**exponent)
         self.attempts += 1
         spread = delay * self.jitter
         return max(0.0, delay + self.rng.uniform(-spread, spread))

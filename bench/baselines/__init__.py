@@ -1,0 +1,1 @@
+"""The source documents' stacks, built as the documents show (bench/README.md)."""

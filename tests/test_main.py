@@ -1,0 +1,98 @@
+"""``python -m trio_stock`` as an operator runs it: banner, serving, graceful shutdown, errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+import trio_websocket
+
+from .clients import gateway_process, real_websocket, recv, recv_type, send
+
+
+async def test_serves_then_shuts_down_gracefully_on_sigint(tmp_path: Path) -> None:
+    async with gateway_process("--sim-ticks-per-second", "50", cwd=str(tmp_path)) as (
+        process,
+        port,
+    ):
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"http://127.0.0.1:{port}/api/v2/realtime/health")
+            assert health.json()["simulated"] == ["KR", "US"]
+        async with real_websocket(port, "/api/v2/realtime/ws/prices") as ws:
+            assert (await recv(ws))["type"] == "connected"
+            await send(ws, {"action": "subscribe", "symbols": ["AAPL"]})
+            await recv_type(ws, "subscription")
+            assert (await recv(ws))["type"] == "price_update"
+            process.send_signal(signal.SIGINT)
+            with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                while True:
+                    await ws.get_message()
+            assert closed.value.reason is not None and closed.value.reason.code == 1001
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+
+
+async def test_sigterm_exits_zero(tmp_path: Path) -> None:
+    async with gateway_process(cwd=str(tmp_path)) as (process, _):
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+
+
+async def test_dotenv_in_the_working_directory_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KIS_MAX_SUBSCRIPTIONS=7\n")
+    async with gateway_process(cwd=str(tmp_path)) as (process, port):
+        async with httpx.AsyncClient() as http:  # closed before the server goes away
+            status = (await http.get(f"http://127.0.0.1:{port}/api/v2/realtime/status")).json()
+        assert {u["market"]: u["quota"] for u in status["upstream"]}["KR"] == 7
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--port", "eighty"], {}, "--port: invalid"),
+        ([], {"TRIO_STOCK_PROT": "1"}, "unknown setting(s): TRIO_STOCK_PROT"),
+        ([], {"KIS_ENV": "prod"}, "KIS_ENV='prod'"),
+        (["--kr-provider", "kis"], {}, "needs KIS_APP_KEY and KIS_APP_SECRET"),
+    ],
+)
+def test_configuration_errors_exit_2_with_a_clear_message(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    import os
+
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "FMP_", "TRIO_STOCK_"))
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_stock", *args],
+        env={**base, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_help_documents_every_setting_with_its_environment_variable() -> None:
+    from trio_stock.__main__ import build_parser
+
+    text = build_parser().format_help()
+    for flag, env in (
+        ("--port", "TRIO_STOCK_PORT"),
+        ("--kis-max-subscriptions", "KIS_MAX_SUBSCRIPTIONS"),
+        ("--linger", "TRIO_STOCK_LINGER"),
+        ("--fmp-ws-url", "FMP_WS_URL"),
+    ):
+        assert flag in text and env in text
+    assert "--kis-app-key" not in text and "--fmp-api-key" not in text  # secrets: env only

@@ -1,0 +1,120 @@
+"""``python -m trio_stock``: run the gateway as a server.
+
+Every setting has a flag generated from :class:`~trio_stock.config.Config` (flags win over
+the environment and ``.env``). Secrets have no flags on purpose: a command line is visible
+to every user of the machine in ``ps``; set them in the environment or ``.env``.
+SIGINT/SIGTERM shut down gracefully: clients are closed with 1001, upstream released.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from . import __version__
+from .config import Config, Secret
+from .errors import ConfigError
+from .gateway import Gateway, serve
+
+log = logging.getLogger("trio_stock")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags for every non-secret setting, each naming its environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_stock",
+        description="A real-time stock-price gateway: KIS, FMP and a simulated market over "
+        "WebSocket and REST. With no configuration it serves a simulated market on "
+        "127.0.0.1:8000. Secrets (KIS_APP_KEY, KIS_APP_SECRET, FMP_API_KEY) are read from "
+        "the environment or a .env file only.",
+    )
+    parser.add_argument("--version", action="version", version=f"trio_stock {__version__}")
+    for field in attrs.fields(Config):
+        parse = field.metadata["parse"]
+        if parse is Secret:
+            continue
+        default = getattr(field.default, "value", field.default)  # enums show their value
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=parse,
+            default=None,
+            metavar=field.name.upper() if parse is not bool else "BOOL",
+            help=f"env {field.metadata['env']} (default: {default})",
+        )
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None) -> Config:
+    """The configuration: environment and ``.env``, then flags on top."""
+    args = build_parser().parse_args(argv)
+    config = Config.from_env()
+    flags = {name: value for name, value in vars(args).items() if value is not None}
+    return config.replace(**flags)
+
+
+def banner(gateway: Gateway) -> str:
+    """The start-up banner with the URL of every endpoint."""
+    host, port = gateway.config.host, gateway.port
+    base = f"http://{host}:{port}"
+    providers = "  ".join(
+        f"{p.market.value}: {p.name} ({'live' if p.live else 'simulated'}, quota {p.quota})"
+        for p in gateway.hub.statistics().providers
+    )
+    return "\n".join(
+        [
+            f"trio_stock {__version__} listening on {base}",
+            f"  dashboard         {base}/",
+            f"  seed 000 (KIS)    ws://{host}:{port}/ws/stock/",
+            f"  seed 003 (FMP)    ws://{host}:{port}/api/v2/realtime/ws/prices",
+            f"  REST              {base}/api/v2/realtime/"
+            "{health,status,subscribe,unsubscribe,cache}",
+            f"  metrics           {base}/metrics",
+            f"  providers         {providers}",
+        ]
+    )
+
+
+async def run(config: Config) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            gateway = await nursery.start(serve, config)
+            print(banner(gateway), flush=True)
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"trio_stock: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    code = 0
+    try:
+        trio.run(run, config)
+    except* ConfigError as group:
+        print(f"trio_stock: configuration error: {group.exceptions[0]}", file=sys.stderr)
+        code = 2
+    except* OSError as group:
+        where = f"{config.host}:{config.port}"
+        print(f"trio_stock: cannot listen on {where}: {group.exceptions[0]}", file=sys.stderr)
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The seed 003 client protocol at ``/api/v2/realtime/ws/prices``: any symbol, merged state.
+
+Settled points (DESIGN.md): ``subscription.symbols`` lists the symbols this request
+changed and ``subscribed_total`` is the client's own total; rejected symbols come back in
+an ``error`` message and in an extra ``failed`` field. ``price_update`` is the merged
+latest state after the tick: ``data_type`` is the kind of the tick that caused it (T, Q,
+B), ``timestamp`` the provider's time in epoch milliseconds, ``cached_at`` ISO-8601.
+Korean codes are accepted here too and routed to the Korean provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ..errors import InvalidSymbol
+from ..hub import SubscribeResult
+from ..model import SymbolState
+from ..symbols import normalize_symbol
+from .protocol import ClientContext, Handler, Payload, changed_symbols, symbol_list
+
+GREETING = "Connected to real-time price stream"
+
+
+def _failure_text(result: SubscribeResult) -> str:
+    parts = [
+        f"{f.symbol} ({f.reason.value}: {f.detail})"
+        if f.detail
+        else f"{f.symbol} ({f.reason.value})"
+        for f in result.failed
+    ]
+    return "Could not subscribe: " + ", ".join(parts)
+
+
+async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    symbols = symbol_list(message, "symbols", ctx.subscriber.max_symbols)
+    if isinstance(symbols, str):
+        await ctx.reply({"type": "error", "message": symbols})
+        return
+    held_before = ctx.subscriber.symbols
+    result = await ctx.hub.subscribe(ctx.subscriber, symbols)
+    reply: Payload = {
+        "type": "subscription",
+        "action": "subscribed",
+        "symbols": changed_symbols(result, held_before),
+        "subscribed_total": len(ctx.subscriber.symbols),
+    }
+    if result.failed:
+        reply["failed"] = [f.symbol for f in result.failed]
+    await ctx.reply(reply)
+    if result.failed:
+        await ctx.reply({"type": "error", "message": _failure_text(result)})
+
+
+async def unsubscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    symbols = symbol_list(message, "symbols", ctx.subscriber.max_symbols)
+    if isinstance(symbols, str):
+        await ctx.reply({"type": "error", "message": symbols})
+        return
+    released = ctx.hub.unsubscribe(ctx.subscriber, symbols)
+    await ctx.reply(
+        {
+            "type": "subscription",
+            "action": "unsubscribed",
+            "symbols": list(released),
+            "subscribed_total": len(ctx.subscriber.symbols),
+        }
+    )
+    invalid = [s for s in symbols if not _valid(s)]
+    if invalid:
+        await ctx.reply({"type": "error", "message": f"Invalid symbols: {', '.join(invalid)}"})
+
+
+def _valid(symbol: str) -> bool:
+    try:
+        normalize_symbol(symbol)
+    except InvalidSymbol:
+        return False
+    return True
+
+
+async def get_subscriptions(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    symbols = sorted(ctx.subscriber.symbols)
+    await ctx.reply({"type": "subscriptions", "symbols": symbols, "subscribed_total": len(symbols)})
+
+
+async def ping(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    await ctx.reply({"type": "pong"})
+
+
+def iso_time(epoch_ns: int) -> str:
+    """Epoch nanoseconds as ISO-8601 UTC with milliseconds."""
+    return datetime.fromtimestamp(epoch_ns / 1e9, UTC).isoformat(timespec="milliseconds")
+
+
+def state_fields(state: SymbolState) -> Payload:
+    """The merged state in seed 003's field names (``price_update`` and the REST cache)."""
+    return {
+        "symbol": state.symbol,
+        "timestamp": state.provider_time_ns // 1_000_000,
+        "last_price": state.last_price,
+        "last_size": state.last_size,
+        "ask_price": state.ask,
+        "ask_size": state.ask_size,
+        "bid_price": state.bid,
+        "bid_size": state.bid_size,
+        "change": state.change,
+        "change_percent": state.change_rate,
+        "open": state.open,
+        "high": state.high,
+        "low": state.low,
+        "volume": state.volume,
+        "previous_close": state.prev_close,
+        "market": state.market.value,
+        "provider": state.provider,
+        "seq": state.seq,
+        "cached_at": iso_time(state.received_ns),
+    }
+
+
+def encode_price_update(state: SymbolState) -> str:
+    """A ``price_update`` message."""
+    payload = {"type": "price_update", "data_type": state.kind.value, **state_fields(state)}
+    return orjson.dumps(payload).decode()
+
+
+class PricesProtocol:
+    """Seed 003: ``connected``, subscribe/unsubscribe by ``symbols``, ``price_update``."""
+
+    name = "seed003"
+    path = "/api/v2/realtime/ws/prices"
+    actions: Mapping[str, Handler] = {
+        "subscribe": subscribe,
+        "unsubscribe": unsubscribe,
+        "get_subscriptions": get_subscriptions,
+        "ping": ping,
+    }
+    churn_actions = frozenset({"subscribe", "unsubscribe"})
+
+    def greeting(self) -> Payload:
+        return {"type": "connected", "message": GREETING}
+
+    def encode(self, state: SymbolState) -> str | None:
+        return state.encoded(self.name, encode_price_update)

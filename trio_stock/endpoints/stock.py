@@ -1,0 +1,171 @@
+"""The seed 000 client protocol at ``/ws/stock/``: Korean stocks by 6-digit code.
+
+Every message name, field name and type is exactly the document's; pushed ``stock_price``
+messages carry extra fields with real data (change, best bid/ask, day volume) and drop
+none. Settled points (DESIGN.md): ``symbol`` is the KIS frame's record-sequence field
+("001"); ``time`` is HHMMSS in Korean time; ``volume`` is this trade's size;
+``total_subscribed``/``count`` are the client's own; ``kis_active_subscriptions`` is the
+Korean provider's active upstream count and ``kis_max_subscriptions`` its quota. Invalid
+codes get the document's ``warning`` and are listed in ``failed``; valid codes in the same
+request still subscribe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from ..hub import FailureReason, SubscribeResult
+from ..model import Market, SymbolState, TickKind
+from ..symbols import is_korean_code
+from .protocol import ClientContext, Handler, Payload, symbol_list
+
+KST = timezone(timedelta(hours=9))
+GREETING = "실시간 주가 스트림에 연결되었습니다."
+INVALID_CODES = "유효하지 않은 종목 코드: {codes!r}"  # seed 000, "경고 메시지 (warning)"
+QUOTA_FAILED = "{limit}개 종목 구독 실패"  # seed 000, "40개 초과 시" (with the configured limit)
+
+
+def _korean_quota(ctx: ClientContext) -> int:
+    provider = ctx.hub.provider_for(Market.KR)
+    return 0 if provider is None else provider.quota
+
+
+def _split_codes(codes: list[str]) -> tuple[list[str], list[str]]:
+    valid = [c.strip() for c in codes if is_korean_code(c)]
+    invalid = [c for c in codes if not is_korean_code(c)]
+    return valid, invalid
+
+
+def _error_text(ctx: ClientContext, result: SubscribeResult) -> str | None:
+    if not result.failed:
+        return None
+    if any(f.reason is FailureReason.QUOTA for f in result.failed):
+        return QUOTA_FAILED.format(limit=_korean_quota(ctx))
+    return "; ".join(f"{f.symbol}: {f.detail or f.reason.value}" for f in result.failed)
+
+
+async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    codes = symbol_list(message, "codes", ctx.subscriber.max_symbols)
+    if isinstance(codes, str):
+        await ctx.reply({"type": "error", "message": codes})
+        return
+    valid, invalid = _split_codes(codes)
+    if invalid:
+        await ctx.reply({"type": "warning", "message": INVALID_CODES.format(codes=invalid)})
+    result = await ctx.hub.subscribe(ctx.subscriber, valid)
+    failed = [f.symbol for f in result.failed] + invalid
+    error = _error_text(ctx, result)
+    if error is None and invalid:
+        error = INVALID_CODES.format(codes=invalid)
+    await ctx.reply(
+        {
+            "type": "subscription_result",
+            "success": not failed,
+            "subscribed": list(result.accepted),
+            "failed": failed,
+            "error": error,
+            "total_subscribed": len(ctx.subscriber.symbols),
+        }
+    )
+
+
+async def unsubscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    codes = symbol_list(message, "codes", ctx.subscriber.max_symbols)
+    if isinstance(codes, str):
+        await ctx.reply({"type": "error", "message": codes})
+        return
+    valid, invalid = _split_codes(codes)
+    if invalid:
+        await ctx.reply({"type": "warning", "message": INVALID_CODES.format(codes=invalid)})
+    released = ctx.hub.unsubscribe(ctx.subscriber, valid)
+    await ctx.reply(
+        {
+            "type": "unsubscription_result",
+            "success": not invalid,
+            "unsubscribed": list(released),
+            "error": INVALID_CODES.format(codes=invalid) if invalid else None,
+            "total_subscribed": len(ctx.subscriber.symbols),
+        }
+    )
+
+
+async def list_subscriptions(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    codes = sorted(s for s in ctx.subscriber.symbols if is_korean_code(s))
+    await ctx.reply(
+        {
+            "type": "subscriptions_list",
+            "subscribed_codes": codes,
+            "count": len(codes),
+            "kis_active_subscriptions": len(ctx.hub.held(Market.KR)),
+            "kis_max_subscriptions": _korean_quota(ctx),
+        }
+    )
+
+
+async def ping(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    await ctx.reply({"type": "pong"})
+
+
+def _number(value: float | None) -> int | float | None:
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+def hhmmss(epoch_ns: int) -> str:
+    """Epoch nanoseconds as HHMMSS in Korean time (the KIS trade-time format)."""
+    return datetime.fromtimestamp(epoch_ns / 1e9, UTC).astimezone(KST).strftime("%H%M%S")
+
+
+def encode_stock_price(state: SymbolState) -> str:
+    """A ``stock_price`` message: the document's fields first, then extras with real data."""
+    payload: Payload = {
+        "type": "stock_price",
+        "stock_code": state.symbol,
+        "symbol": state.record_seq,
+        "time": hhmmss(state.last_time_ns or state.provider_time_ns),
+        "price": _number(state.last_price),
+        "volume": _number(state.last_size),
+        "change": _number(state.change),
+        "change_rate": state.change_rate,
+        "accumulated_volume": _number(state.volume),
+        "open": _number(state.open),
+        "high": _number(state.high),
+        "low": _number(state.low),
+        "ask_price": _number(state.ask),
+        "bid_price": _number(state.bid),
+    }
+    return orjson.dumps({k: v for k, v in payload.items() if v is not None}).decode()
+
+
+class StockProtocol:
+    """Seed 000: ``connection_established``, subscribe/unsubscribe by ``codes``, ``stock_price``."""
+
+    name = "seed000"
+    path = "/ws/stock/"
+    actions: Mapping[str, Handler] = {
+        "subscribe": subscribe,
+        "unsubscribe": unsubscribe,
+        "list_subscriptions": list_subscriptions,
+        "ping": ping,
+    }
+    churn_actions = frozenset({"subscribe", "unsubscribe"})
+
+    def greeting(self) -> Payload:
+        return {
+            "type": "connection_established",
+            "message": GREETING,
+            "actions": list(self.actions),
+        }
+
+    def encode(self, state: SymbolState) -> str | None:
+        # A stock_price is a trade (체결); quotes and cancels have no price/volume of their own.
+        if state.market is not Market.KR or state.kind is not TickKind.TRADE:
+            return None
+        if state.last_price is None:
+            return None
+        return state.encoded(self.name, encode_stock_price)

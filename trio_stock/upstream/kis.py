@@ -1,0 +1,542 @@
+"""KIS (Korea Investment & Securities) real-time domestic stock prices over its WebSocket.
+
+The protocol (``protocols/kis.md``), in the order a session uses it:
+
+1. ``POST {KIS_REST_URL}/oauth2/Approval`` with ``grant_type``/``appkey``/``secretkey``
+   gives an ``approval_key``; a fresh one is fetched before every connect (§1.1, §8.9).
+2. One WebSocket per app key (§7: a second one is refused with ``OPSP8996``).
+   Registrations are JSON frames, ``tr_type`` "1" register / "2" unregister (§2), for
+   ``H0STCNT0`` (trades) and, with ``KIS_ORDERBOOK``, ``H0STASP0`` (best bid/ask). Both
+   count against the session's 41 registrations (§7), so the quota in symbols is
+   ``min(KIS_MAX_SUBSCRIPTIONS, 41) // (2 if orderbook else 1)``.
+3. Each registration is acknowledged by ``msg_cd`` (§3.1): ``OPSP0000``/``OPSP0002``
+   registered (``ALREADY IN SUBSCRIBE`` is success, common after a reconnect, §8.5),
+   ``OPSP0001`` released, ``OPSP0008`` quota (the quota then adapts down to what the
+   server accepted, §7), any other code a rejection carrying the code.
+4. ``PINGPONG`` frames are echoed as the identical text (§4).
+5. Data frames ``0|TR_ID|NNN|f^f^...`` carry NNN records of ``len(values) / NNN`` fields
+   each (§5, §8.6); extra trailing fields are ignored (§6). Encrypted frames (flag ``1``,
+   notices only) are counted and dropped with one warning.
+
+Parsing is pure (text in, values out): :func:`parse_frame`, :func:`parse_trade`,
+:func:`parse_orderbook`, :func:`kst_ns`; :class:`KisProvider` wires it to the shared
+reconnecting session (``session.py``), which supplies reconnects, backoff, the watchdog,
+pacing and shutdown.
+
+Not done yet: several app keys (``KIS_ACCOUNTS``, one session per key with the quota
+summed) — one key serves one session of up to 41 registrations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import httpx
+
+from ..config import KIS_SESSION_LIMIT, Config, Secret
+from ..errors import AuthFailed, ConfigError, UpstreamError
+from ..hub.results import FailureReason
+from ..model import Market, Tick, TickKind
+from .session import MalformedFrame, SessionRefused, WebSocketProvider
+
+log = logging.getLogger(__name__)
+
+TRADES = "H0STCNT0"  # 국내주식 실시간체결가 (KRX), §6.1
+ORDERBOOK = "H0STASP0"  # 국내주식 실시간호가 (KRX), §6.2
+TRADE_FIELDS = 46
+ORDERBOOK_FIELDS = 59
+MAX_RECORDS = 1_000  # a frame announcing more records is malformed (observed up to 20, §5)
+KEY_IN_USE_RETRY = 60.0  # seconds to wait after OPSP8996 before trying again (§8.4)
+PAPER_REGISTER_INTERVAL = 0.5  # official samples' pause between registrations (§7)
+REAL_REGISTER_INTERVAL = 0.05
+KST = dt.timezone(dt.timedelta(hours=9), "KST")
+
+# msg_cd of the real-time server (§3.1).
+SUBSCRIBED = "OPSP0000"
+UNSUBSCRIBED = "OPSP0001"
+ALREADY_SUBSCRIBED = "OPSP0002"
+NOT_SUBSCRIBED = "OPSP0003"
+MAX_SUBSCRIBE_OVER = "OPSP0008"
+APPROVAL_NOT_FOUND = "OPSP0011"
+APPKEY_IN_USE = "OPSP8996"
+
+
+# ---- pure protocol: values ------------------------------------------------------------
+
+
+@attrs.frozen
+class Control:
+    """A JSON control frame: an acknowledgement or error (§3) or a ``PINGPONG`` (§4)."""
+
+    tr_id: str
+    tr_key: str = ""
+    rt_cd: str = ""
+    msg_cd: str = ""
+    msg1: str = ""
+
+    @property
+    def is_ping(self) -> bool:
+        return self.tr_id == "PINGPONG"
+
+    @property
+    def ok(self) -> bool:
+        """Success is ``rt_cd == "0"``; ``ALREADY IN SUBSCRIBE`` (``rt_cd`` "1") too (§3)."""
+        return self.rt_cd == "0" or self.msg_cd == ALREADY_SUBSCRIBED
+
+
+@attrs.frozen
+class DataFrame:
+    """A real-time data frame (§5): ``records`` split by width, or an encrypted payload."""
+
+    tr_id: str
+    count: str  # the NNN field as sent, e.g. "001" (seed 000 calls it `symbol`)
+    encrypted: bool
+    records: tuple[tuple[str, ...], ...] = ()
+
+
+@attrs.frozen
+class KisTrade:
+    """One H0STCNT0 record (§6.1), typed. Fields that can be empty are ``None``."""
+
+    code: str  # 0 MKSC_SHRN_ISCD
+    time_ns: int  # 33 BSOP_DATE + 1 STCK_CNTG_HOUR, KST
+    price: float  # 2 STCK_PRPR
+    sign: str  # 3 PRDY_VRSS_SIGN: 1 upper limit, 2 up, 3 flat, 4 lower limit, 5 down
+    change: float | None  # 4 PRDY_VRSS (signed)
+    change_rate: float | None  # 5 PRDY_CTRT (signed %)
+    vwap: float | None  # 6 WGHN_AVRG_STCK_PRC
+    open: float | None  # 7 STCK_OPRC
+    high: float | None  # 8 STCK_HGPR
+    low: float | None  # 9 STCK_LWPR
+    ask: float | None  # 10 ASKP1
+    bid: float | None  # 11 BIDP1
+    size: float  # 12 CNTG_VOL: this trade
+    volume: float | None  # 13 ACML_VOL: the day so far
+    side: str  # 21 CCLD_DVSN: 1 buy, 3 pre-market, 5 sell
+    session_code: str  # 34 NEW_MKOP_CLS_CODE
+    halted: bool  # 35 TRHT_YN
+    ask_size: float | None  # 36 ASKP_RSQN1
+    bid_size: float | None  # 37 BIDP_RSQN1
+    hour_class: str  # 43 HOUR_CLS_CODE
+
+    def tick(self, record_seq: str, received_ns: int) -> Tick:
+        """This trade as a :class:`Tick` (previous close = price - change)."""
+        prev_close = None if self.change is None else self.price - self.change
+        return Tick(
+            symbol=self.code,
+            kind=TickKind.TRADE,
+            provider_time_ns=self.time_ns,
+            received_ns=received_ns,
+            price=self.price,
+            size=self.size,
+            bid=self.bid,
+            bid_size=self.bid_size,
+            ask=self.ask,
+            ask_size=self.ask_size,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            volume=self.volume,
+            prev_close=prev_close,
+            change=self.change,
+            change_rate=self.change_rate,
+            record_seq=record_seq,
+        )
+
+
+# ---- pure protocol: functions ---------------------------------------------------------
+
+
+def approval_body(app_key: Secret, app_secret: Secret) -> dict[str, str]:
+    """The body of ``POST /oauth2/Approval`` (§1.1: the secret goes in ``secretkey``)."""
+    return {
+        "grant_type": "client_credentials",
+        "appkey": app_key.reveal(),
+        "secretkey": app_secret.reveal(),
+    }
+
+
+def registration(approval_key: str, custtype: str, tr_id: str, code: str, register: bool) -> str:
+    """A register (``tr_type`` "1") or unregister ("2") frame (§2)."""
+    return json.dumps(
+        {
+            "header": {
+                "approval_key": approval_key,
+                "custtype": custtype,
+                "tr_type": "1" if register else "2",
+                "content-type": "utf-8",
+            },
+            "body": {"input": {"tr_id": tr_id, "tr_key": code}},
+        },
+        separators=(",", ":"),
+    )
+
+
+def parse_frame(text: str) -> Control | DataFrame:
+    """Parse one inbound text frame: data if it starts with ``0``/``1``, else JSON (§3, §5).
+
+    Raises:
+        ValueError: the frame is malformed (bad JSON, wrong shape, count/width mismatch).
+    """
+    if text[:1] in ("0", "1"):
+        return _parse_data(text)
+    message = json.loads(text)
+    header = message.get("header") if isinstance(message, dict) else None
+    if not isinstance(header, dict) or not isinstance(header.get("tr_id"), str):
+        raise ValueError("control frame without header.tr_id")
+    body = message.get("body")
+    body = body if isinstance(body, dict) else {}
+    return Control(
+        tr_id=header["tr_id"],
+        tr_key=str(header.get("tr_key") or ""),
+        rt_cd=str(body.get("rt_cd", "")),
+        msg_cd=str(body.get("msg_cd", "")),
+        msg1=str(body.get("msg1", "")),
+    )
+
+
+def _parse_data(text: str) -> DataFrame:
+    parts = text.split("|", 3)
+    if len(parts) != 4:
+        raise ValueError("data frame needs 4 '|'-separated parts")
+    flag, tr_id, count, payload = parts
+    if not count.isdigit() or not 1 <= int(count) <= MAX_RECORDS:
+        raise ValueError(f"bad record count {count[:8]!r}")
+    if flag == "1":
+        return DataFrame(tr_id, count, encrypted=True)
+    values = payload.split("^")
+    records = int(count)
+    if len(values) % records:
+        raise ValueError(f"{len(values)} values do not split into {records} records")
+    width = len(values) // records  # live widths drift (§6): take it from the frame
+    return DataFrame(
+        tr_id,
+        count,
+        encrypted=False,
+        records=tuple(tuple(values[i : i + width]) for i in range(0, len(values), width)),
+    )
+
+
+def kst_ns(date: str, hhmmss: str) -> int:
+    """Epoch nanoseconds of a KST ``YYYYMMDD`` date and ``HHMMSS`` time.
+
+    Raises:
+        ValueError: not a valid date and time.
+    """
+    if len(hhmmss) != 6 or not hhmmss.isdigit():
+        raise ValueError(f"bad KST time {hhmmss[:8]!r}")
+    hours, minutes, seconds = int(hhmmss[:2]), int(hhmmss[2:4]), int(hhmmss[4:])
+    if hours > 23 or minutes > 59 or seconds > 59:
+        raise ValueError(f"bad KST time {hhmmss!r}")
+    return _kst_midnight_ns(date) + (hours * 3600 + minutes * 60 + seconds) * 1_000_000_000
+
+
+@functools.lru_cache(maxsize=16)  # one business date per day: parse it once, not per record
+def _kst_midnight_ns(date: str) -> int:
+    if len(date) != 8 or not date.isdigit():
+        raise ValueError(f"bad KST date {date[:10]!r}")
+    midnight = dt.datetime.strptime(date, "%Y%m%d").replace(tzinfo=KST)
+    return int(midnight.timestamp()) * 1_000_000_000
+
+
+def parse_trade(record: Sequence[str]) -> KisTrade:
+    """Type one H0STCNT0 record (§6.1); fields past the 46th are ignored.
+
+    Raises:
+        ValueError: too few fields, or a required field is empty or not a number.
+    """
+    if len(record) < TRADE_FIELDS:
+        raise ValueError(f"H0STCNT0 record has {len(record)} fields, needs {TRADE_FIELDS}")
+    r = record
+    return KisTrade(
+        code=_code(r[0]),
+        time_ns=kst_ns(r[33], r[1]),
+        price=_number(r[2]),
+        sign=r[3],
+        change=_optional(r[4]),
+        change_rate=_optional(r[5]),
+        vwap=_optional(r[6]),
+        open=_optional(r[7]),
+        high=_optional(r[8]),
+        low=_optional(r[9]),
+        ask=_optional(r[10]),
+        bid=_optional(r[11]),
+        size=_number(r[12]),
+        volume=_optional(r[13]),
+        side=r[21],
+        session_code=r[34],
+        halted=r[35] == "Y",
+        ask_size=_optional(r[36]),
+        bid_size=_optional(r[37]),
+        hour_class=r[43],
+    )
+
+
+def parse_orderbook(record: Sequence[str], today: str, record_seq: str, received_ns: int) -> Tick:
+    """One H0STASP0 record (§6.2) as a best bid/ask quote; fields past the 59th ignored.
+
+    ``today`` is the KST date ``YYYYMMDD`` (this TR carries only the time).
+
+    Raises:
+        ValueError: too few fields, or a required field is malformed.
+    """
+    if len(record) < ORDERBOOK_FIELDS:
+        raise ValueError(f"H0STASP0 record has {len(record)} fields, needs {ORDERBOOK_FIELDS}")
+    return Tick(
+        symbol=_code(record[0]),
+        kind=TickKind.QUOTE,
+        provider_time_ns=kst_ns(today, record[1]),
+        received_ns=received_ns,
+        ask=_optional(record[3]),  # ASKP1
+        bid=_optional(record[13]),  # BIDP1
+        ask_size=_optional(record[23]),  # ASKP_RSQN1
+        bid_size=_optional(record[33]),  # BIDP_RSQN1
+        volume=_optional(record[53]),  # ACML_VOL
+        record_seq=record_seq,
+    )
+
+
+def _code(text: str) -> str:
+    if len(text) != 6 or not text.isalnum():
+        raise ValueError(f"bad stock code {text[:8]!r}")
+    return text
+
+
+def _number(text: str) -> float:
+    value = float(text)  # raises ValueError on "" and junk
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text[:12]!r}")
+    return value
+
+
+def _optional(text: str) -> float | None:
+    return _number(text) if text else None
+
+
+# ---- the provider ---------------------------------------------------------------------
+
+
+@attrs.define
+class _Pending:
+    """One symbol's registration in flight: the TRs not answered yet, the first failure."""
+
+    trs: set[str]
+    failure: tuple[FailureReason, str] | None = None
+
+
+class KisProvider(WebSocketProvider):
+    """Korean codes from the KIS real-time WebSocket (one app key, one session).
+
+    Args:
+        app_key: ``KIS_APP_KEY``.
+        app_secret: ``KIS_APP_SECRET``.
+        ws_url: The WebSocket URL (any path is accepted by KIS, §1).
+        rest_url: The REST base URL for the approval key.
+        max_subscriptions: ``KIS_MAX_SUBSCRIPTIONS``; capped at the session limit of 41.
+        orderbook: Also register ``H0STASP0`` (uses a second registration per symbol).
+        custtype: ``P`` individual or ``B`` corporate (§2).
+        http_transport: An httpx transport for the approval request (tests may inject one).
+        **engine: Options of :class:`WebSocketProvider` (watchdog, register_interval, ...).
+
+    The quota starts at ``min(max_subscriptions, 41) // TRs per symbol``. When the server
+    answers ``OPSP0008`` earlier, it drops to what the server accepted and stays there for
+    the life of the provider (a cap learnt once is not trusted to grow back, kis.md §7).
+    ``encrypted_frames`` counts dropped encrypted frames.
+    """
+
+    kind = "kis"
+
+    def __init__(
+        self,
+        *,
+        app_key: Secret,
+        app_secret: Secret,
+        ws_url: str,
+        rest_url: str,
+        max_subscriptions: int = 40,
+        orderbook: bool = False,
+        custtype: str = "P",
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        **engine: Any,
+    ) -> None:
+        self.trs = (TRADES, ORDERBOOK) if orderbook else (TRADES,)
+        quota = min(max_subscriptions, KIS_SESSION_LIMIT) // len(self.trs)
+        super().__init__(name="kis", market=Market.KR, quota=quota, **engine)
+        self._app_key = app_key
+        self._app_secret = app_secret
+        self._ws_url = ws_url
+        self._rest_url = rest_url.rstrip("/")
+        self.custtype = custtype
+        self._transport = http_transport
+        self._approval_key: Secret | None = None
+        # This session: registrations awaiting their acks, and what is live.
+        self._awaiting: dict[str, _Pending] = {}
+        self._live: set[tuple[str, str]] = set()  # (tr_id, code) acknowledged
+        self.encrypted_frames = 0
+
+    @classmethod
+    def from_config(cls, config: Config, **overrides: Any) -> KisProvider:
+        """Build from ``KIS_*`` settings; ``overrides`` go to the constructor (tests)."""
+        if config.kis_app_key is None or config.kis_app_secret is None:
+            raise ConfigError("the KIS provider needs KIS_APP_KEY and KIS_APP_SECRET")
+        interval = config.kis_register_interval
+        if interval is None:
+            paper = config.kis_env == "paper"
+            interval = PAPER_REGISTER_INTERVAL if paper else REAL_REGISTER_INTERVAL
+        options: dict[str, Any] = {
+            "app_key": config.kis_app_key,
+            "app_secret": config.kis_app_secret,
+            "ws_url": config.kis_ws_endpoint,
+            "rest_url": config.kis_rest_endpoint,
+            "max_subscriptions": config.kis_max_subscriptions,
+            "orderbook": config.kis_orderbook,
+            "custtype": config.kis_custtype,
+            "watchdog": config.kis_watchdog,
+            "register_interval": interval,
+        }
+        options.update(overrides)
+        return cls(**options)
+
+    # ---- session hooks ------------------------------------------------------------------
+
+    def url(self) -> str:
+        return self._ws_url
+
+    async def before_connect(self) -> None:
+        """Fetch a fresh approval key (§1.1, §8.4: before connecting, never inside)."""
+        self._approval_key = None
+        url = f"{self._rest_url}/oauth2/Approval"
+        body = approval_body(self._app_key, self._app_secret)
+        try:
+            async with httpx.AsyncClient(transport=self._transport, timeout=None) as client:
+                response = await client.post(url, json=body)
+        except httpx.HTTPError as exc:  # the text names the URL only, never the body
+            raise UpstreamError(f"approval request failed: {type(exc).__name__}") from None
+        if response.status_code in (401, 403):
+            raise AuthFailed(f"approval refused (HTTP {response.status_code})")
+        if response.status_code != 200:
+            raise UpstreamError(f"approval failed (HTTP {response.status_code})")
+        try:
+            key = response.json()["approval_key"]
+        except (ValueError, KeyError, TypeError):
+            raise UpstreamError("approval answer without approval_key") from None
+        if not isinstance(key, str) or not key:
+            raise UpstreamError("approval answer without approval_key")
+        self._approval_key = Secret(key)
+
+    def register_frames(self, symbols: Sequence[str]) -> list[str]:
+        frames = []
+        for code in symbols:
+            self._awaiting[code] = _Pending(set(self.trs))
+            frames += [self._registration(tr_id, code, register=True) for tr_id in self.trs]
+        return frames
+
+    def unregister_frames(self, symbols: Sequence[str]) -> list[str]:
+        frames = []
+        for code in symbols:
+            self._awaiting.pop(code, None)
+            for tr_id in self.trs:
+                self._live.discard((tr_id, code))
+                frames.append(self._registration(tr_id, code, register=False))
+        return frames
+
+    def handle_message(self, message: str | bytes) -> Sequence[str | bytes]:
+        text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        try:
+            frame = parse_frame(text)
+            if isinstance(frame, DataFrame):
+                self._publish(frame)
+                return []
+        except ValueError as exc:
+            raise MalformedFrame(str(exc)) from None
+        if frame.is_ping:
+            return [text]  # echo the identical text frame (§4)
+        return self._control(frame)
+
+    def session_ended(self) -> None:
+        self._awaiting.clear()
+        self._live.clear()
+        self._approval_key = None
+
+    # ---- inbound ------------------------------------------------------------------------
+
+    def _publish(self, frame: DataFrame) -> None:
+        if frame.encrypted:
+            self.encrypted_frames += 1
+            if self.encrypted_frames == 1:
+                log.warning(
+                    "kis: dropping encrypted frames (%s): notices are not used", frame.tr_id
+                )
+            return
+        received = self.now_ns()
+        if frame.tr_id == TRADES:
+            trades = [parse_trade(record) for record in frame.records]  # all or none
+            for trade in trades:
+                self.publish(trade.tick(frame.count, received))
+        elif frame.tr_id == ORDERBOOK:
+            today = dt.datetime.fromtimestamp(received / 1e9, KST).strftime("%Y%m%d")
+            ticks = [parse_orderbook(r, today, frame.count, received) for r in frame.records]
+            for tick in ticks:
+                self.publish(tick)
+        else:
+            log.debug("kis: ignoring %s frame", frame.tr_id)
+
+    def _control(self, control: Control) -> list[str | bytes]:
+        if control.msg_cd == APPKEY_IN_USE or control.tr_id == "(null)":
+            raise SessionRefused(
+                f"another session uses this app key ({control.msg_cd or control.tr_id})",
+                retry_after=KEY_IN_USE_RETRY,
+            )
+        if control.msg_cd == APPROVAL_NOT_FOUND:
+            raise UpstreamError(f"approval key not accepted ({control.msg_cd})")
+        if control.msg_cd in (UNSUBSCRIBED, NOT_SUBSCRIBED):
+            if control.msg_cd == NOT_SUBSCRIBED:
+                log.warning("kis: %s %s was not registered", control.tr_id, control.tr_key)
+            return []
+        pending = self._awaiting.get(control.tr_key)
+        if pending is None or control.tr_id not in pending.trs:
+            if not control.ok:
+                log.warning("kis: %s %s: %s", control.tr_id, control.tr_key, control.msg_cd)
+                self.status.last_error = f"{control.msg_cd} {control.msg1}".strip()
+            return []
+        pending.trs.discard(control.tr_id)
+        if control.ok:
+            self._live.add((control.tr_id, control.tr_key))
+        elif pending.failure is None:
+            pending.failure = self._failure(control)
+        if pending.trs:
+            return []  # another TR of this symbol has not answered yet
+        return self._settle(control.tr_key, pending.failure)
+
+    def _failure(self, control: Control) -> tuple[FailureReason, str]:
+        detail = f"{control.msg_cd} {control.msg1}".strip()
+        if control.msg_cd == MAX_SUBSCRIBE_OVER:
+            # The server's cap may be below 41 (§7, U15): learn it from what it accepted.
+            accepted = len(self._live) // len(self.trs)
+            self.set_quota(max(1, min(self.quota, accepted)))
+            return FailureReason.QUOTA, detail
+        return FailureReason.REJECTED, detail
+
+    def _settle(self, code: str, failure: tuple[FailureReason, str] | None) -> list[str | bytes]:
+        """Answer ``code`` once each of its TRs answered; undo a half registration."""
+        del self._awaiting[code]
+        if failure is None:
+            self.answer(code)
+            return []
+        self.answer(code, *failure)
+        undo = [tr_id for tr_id in self.trs if (tr_id, code) in self._live]
+        for tr_id in undo:
+            self._live.discard((tr_id, code))
+        return [self._registration(tr_id, code, register=False) for tr_id in undo]
+
+    def _registration(self, tr_id: str, code: str, *, register: bool) -> str:
+        if self._approval_key is None:
+            raise UpstreamError("no approval key for this session")
+        return registration(self._approval_key.reveal(), self.custtype, tr_id, code, register)

@@ -1,0 +1,508 @@
+"""The reconnecting WebSocket session every live provider (KIS, FMP) is built on.
+
+:class:`WebSocketProvider` implements the provider contract (``contract.py``) once; a
+provider subclasses it and supplies only its protocol::
+
+    class MyProvider(WebSocketProvider):
+        kind = "my"
+
+        def url(self) -> str: ...                     # the WebSocket URL to open
+        async def before_connect(self) -> None: ...   # optional: e.g. fetch an approval key
+        async def login(self, ws) -> None: ...        # optional: e.g. send a login frame, await ok
+        def register_frames(self, symbols) -> list[str]: ...
+        def unregister_frames(self, symbols) -> list[str]: ...
+        def handle_message(self, message) -> Sequence[str | bytes]: ...
+        def session_ended(self) -> None: ...          # optional: forget per-session state
+
+``run(link)`` runs two tasks:
+
+- the *intake* drains ``link.commands`` at all times (also while disconnected, backing off
+  or refused) into a book: the symbols the hub wants held (``wanted``) and the
+  :class:`~.contract.Subscribe` commands not answered yet. A subscribe over the quota is
+  answered ``QUOTA`` at once; after an authentication failure every subscribe is answered
+  ``UNAVAILABLE``.
+- the *session loop*: ``before_connect`` → open the TCP stream (TLS for ``wss://``) and wrap
+  it with ``trio_websocket.wrap_client_stream`` → ``login`` (all within ``connect_timeout``)
+  → ``link.session_started()`` → register every wanted symbol → read frames. While the
+  session lives, a sender task brings the upstream in line with the book: it diffs
+  ``wanted`` against what this session has registered and sends ``unregister_frames`` /
+  ``register_frames``, at most one frame per ``register_interval`` seconds (the official
+  KIS samples pause between registrations; protocols/kis.md §7). Each inbound frame goes to
+  ``handle_message``; the frames it returns (e.g. a KIS PINGPONG echo) are sent at once.
+
+Answers. ``handle_message`` parses and calls :meth:`answer` when the upstream acknowledged
+a registration: ``self.answer(symbol)`` on success, ``self.answer(symbol, reason, detail)``
+on refusal. Only unanswered subscribes are answered to the hub; an answer for a symbol no
+longer wanted is ignored; a success marks the symbol as registered in this session (it
+counts in ``registrations``). Ticks go out through :meth:`publish`, stamped with
+:meth:`now_ns`. ``handle_message`` raises :class:`MalformedFrame` for a frame it cannot
+parse: the frame is counted (``malformed``) and skipped, the session lives on.
+
+Failures. Any ``Exception`` ending a session (connect error, close, watchdog, an
+``UpstreamError`` raised by a hook) sets ``BACKING_OFF`` and waits ``Backoff.failed()``
+seconds; :class:`SessionRefused` may ask for a longer wait (``retry_after``).
+:class:`~trio_stock.errors.AuthFailed` sets ``AUTH_FAILED`` and never retries (the
+configuration must change). A *watchdog* reconnects a session that received no frame of
+any kind for ``watchdog`` seconds (protocols/kis.md §8.3: dead sockets without a close).
+
+Sockets. The engine opens the TCP stream itself and closes it itself (``aclose_forcefully``
+in a ``finally``): trio-websocket 0.12.2's ``aclose()`` never closes the stream after an
+abnormal closure (1006), which would leak one socket per reconnect (DESIGN.md pitfalls).
+Only one session is ever open at a time: the next connect starts after the previous stream
+is closed. No library-level pings are sent (protocols/kis.md §4).
+
+Shutdown. On cancellation the session unregisters what it registered and closes the
+WebSocket, shielded and bounded by ``shutdown_grace`` seconds. trio-websocket's own reader
+task runs in a shielded nursery that ends when the stream is closed, so the close
+handshake completes at once instead of waiting out the grace period.
+
+Failure texts. ``last_error`` holds the text of the exception that ended the last session
+(``OSError``/trio-websocket texts, or the hook's own words); ``detail`` the text of a
+:class:`SessionRefused`. Hooks must raise with texts that carry no secret.
+
+Statistics (``statistics()``) come from :attr:`status`, a :class:`~.contract.ProviderStatus`
+the subclass may also update (e.g. ``detail``); it must never carry a secret.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+
+from ..errors import AuthFailed, UpstreamError
+from ..hub.results import FailureReason
+from ..model import Market, Tick
+from .backoff import Backoff
+from .contract import (
+    ProviderState,
+    ProviderStatistics,
+    ProviderStatus,
+    Subscribe,
+    UpstreamLink,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WATCHDOG = 60.0  # seconds without any inbound frame before reconnecting
+DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds for before_connect + TCP + handshake + login
+DEFAULT_SHUTDOWN_GRACE = 2.0  # seconds to unregister and close on cancellation
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB; batched KIS frames reach tens of KB (kis.md §5)
+MESSAGE_QUEUE_SIZE = 64  # inbound frames trio-websocket buffers: at most 64 MiB, usually KBs
+
+
+class MalformedFrame(UpstreamError):
+    """An inbound frame could not be parsed. It is counted and skipped; the session lives."""
+
+
+class SessionRefused(UpstreamError):
+    """The upstream refused the session (e.g. the key is in use elsewhere).
+
+    Args:
+        message: What happened, in words safe to show (no secrets).
+        retry_after: The least number of seconds to wait before reconnecting.
+    """
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class WebSocketProvider(abc.ABC):
+    """A provider speaking to one upstream WebSocket, reconnecting forever (see module doc).
+
+    Args:
+        name: Provider name ("kis", "fmp").
+        market: The market it serves.
+        quota: How many symbols it may hold upstream; :meth:`set_quota` may lower it.
+        live: True for real market data.
+        watchdog: Seconds without any inbound frame before the session is reconnected.
+        register_interval: Least seconds between two (un)registration frames.
+        connect_timeout: Seconds allowed for one connect, handshake and login.
+        shutdown_grace: Seconds allowed to unregister and close on cancellation.
+        backoff: The reconnect policy (default: ``Backoff()``).
+        ssl_context: For ``wss://`` URLs (default: the system's trust store).
+        max_message_size: The largest inbound frame accepted (bigger closes with 1009).
+    """
+
+    kind: ClassVar[str] = "websocket"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        market: Market,
+        quota: int,
+        live: bool = True,
+        watchdog: float = DEFAULT_WATCHDOG,
+        register_interval: float = 0.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        backoff: Backoff | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._name = name
+        self._market = market
+        self._quota = quota
+        self.watchdog = watchdog
+        self.register_interval = register_interval
+        self.connect_timeout = connect_timeout
+        self.shutdown_grace = shutdown_grace
+        self.backoff = backoff or Backoff()
+        self.ssl_context = ssl_context
+        self.max_message_size = max_message_size
+        self.status = ProviderStatus(name, self.kind, market, live=live)
+        # The book (kept across sessions): insertion-ordered like the hub's requests.
+        self._wanted: dict[str, None] = {}
+        self._unanswered: dict[str, Subscribe] = {}
+        self._auth_failed = False
+        # This session: symbols whose register frames were sent, and those acknowledged.
+        self._sent: dict[str, None] = {}
+        self._acked: set[str] = set()
+        self._dirty = trio.Event()
+        self._last_frame_at = -float("inf")
+        self._link: UpstreamLink | None = None
+
+    # ---- the Provider contract -------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def market(self) -> Market:
+        return self._market
+
+    @property
+    def quota(self) -> int:
+        return self._quota
+
+    def statistics(self) -> ProviderStatistics:
+        return self.status.snapshot(self._quota)
+
+    async def run(
+        self, link: UpstreamLink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve ``link`` until cancelled; ready at once, whether or not the upstream is up."""
+        self._link = link
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._intake, link)
+                nursery.start_soon(self._session_loop, link)
+                task_status.started()
+        finally:
+            self.status.state = ProviderState.STOPPED
+            self.status.registrations = 0
+
+    # ---- the subclass's hooks --------------------------------------------------------
+
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The ``ws://`` or ``wss://`` URL of the next session."""
+
+    async def before_connect(self) -> None:  # noqa: B027 - an optional hook
+        """Run before every connect (e.g. fetch a fresh approval key). Default: nothing."""
+
+    async def login(self, ws: trio_websocket.WebSocketConnection) -> None:  # noqa: B027
+        """Log in on a fresh connection; raise ``AuthFailed`` if refused. Default: nothing."""
+
+    @abc.abstractmethod
+    def register_frames(self, symbols: Sequence[str]) -> list[str]:
+        """The frames that register ``symbols`` (one or more per symbol, or batched)."""
+
+    @abc.abstractmethod
+    def unregister_frames(self, symbols: Sequence[str]) -> list[str]:
+        """The frames that release ``symbols``."""
+
+    @abc.abstractmethod
+    def handle_message(self, message: str | bytes) -> Sequence[str | bytes]:
+        """Handle one inbound frame; return frames to send back at once (may be empty).
+
+        Raises:
+            MalformedFrame: the frame could not be parsed (counted and skipped).
+            UpstreamError: the session is unusable and must be reconnected.
+            SessionRefused: as ``UpstreamError``, waiting at least ``retry_after`` seconds.
+            AuthFailed: the credentials were refused; the provider stops retrying.
+        """
+
+    def session_ended(self) -> None:  # noqa: B027 - an optional hook
+        """Forget per-session state (e.g. encryption keys). Default: nothing."""
+
+    # ---- helpers for the subclass ----------------------------------------------------
+
+    def answer(self, symbol: str, reason: FailureReason | None = None, detail: str = "") -> None:
+        """The upstream answered the registration of ``symbol``: ``reason`` None is success.
+
+        Only an unanswered subscribe is answered to the hub; a symbol no longer wanted is
+        ignored. A refused symbol the hub asked for is dropped from the book; a refused
+        re-registration (after a reconnect) is logged, and not retried in this session.
+        """
+        if symbol not in self._wanted or symbol not in self._sent:
+            return
+        command = self._unanswered.pop(symbol, None)
+        if reason is None:
+            self._acked.add(symbol)
+            self.status.registrations = len(self._acked)
+            if command is not None:
+                self._require_link().registered(command)
+            return
+        if command is not None:
+            del self._wanted[symbol]
+            del self._sent[symbol]
+            self._require_link().rejected(command, reason, detail)
+        else:
+            log.warning("%s: re-registration of %s refused: %s", self._name, symbol, detail)
+            self.status.last_error = f"re-registration of {symbol} refused: {detail}"
+
+    def publish(self, tick: Tick) -> None:
+        """Hand ``tick`` to the hub (synchronous, never blocks)."""
+        self._require_link().publish(tick)
+
+    def now_ns(self) -> int:
+        """Epoch nanoseconds on the hub's clock."""
+        return self._require_link().now_ns()
+
+    def set_quota(self, quota: int) -> None:
+        """Change the quota (e.g. lower it to what the upstream accepted)."""
+        if quota != self._quota:
+            log.warning("%s: quota %d -> %d", self._name, self._quota, quota)
+            self._quota = quota
+
+    def wanted(self) -> list[str]:
+        """The symbols the hub wants held, in request order."""
+        return list(self._wanted)
+
+    # ---- intake ------------------------------------------------------------------------
+
+    async def _intake(self, link: UpstreamLink) -> None:
+        async for command in link.commands:
+            if isinstance(command, Subscribe):
+                self._take_subscribe(command, link)
+            else:
+                self._wanted.pop(command.symbol, None)
+                self._unanswered.pop(command.symbol, None)  # withdrawn: the hub ignores answers
+            self._dirty.set()
+
+    def _take_subscribe(self, command: Subscribe, link: UpstreamLink) -> None:
+        symbol = command.symbol
+        if self._auth_failed:
+            detail = f"{self._name}: auth failed: {self.status.last_error}"
+            link.rejected(command, FailureReason.UNAVAILABLE, detail)
+        elif symbol in self._wanted and symbol in self._acked:
+            link.registered(command)  # already live in this session
+        elif symbol not in self._wanted and len(self._wanted) >= self._quota:
+            link.rejected(command, FailureReason.QUOTA, f"{self._name} holds {self._quota}")
+        else:
+            self._wanted[symbol] = None
+            self._unanswered[symbol] = command
+
+    # ---- the session loop --------------------------------------------------------------
+
+    async def _session_loop(self, link: UpstreamLink) -> None:
+        while True:
+            self.status.state = ProviderState.CONNECTING
+            failure = await self._one_session(link)
+            if isinstance(failure, AuthFailed):
+                self._give_up(failure, link)
+                await trio.sleep_forever()
+            delay = self.backoff.failed()
+            if isinstance(failure, SessionRefused):
+                delay = max(delay, failure.retry_after)
+                self.status.detail = str(failure)
+            self.status.state = ProviderState.BACKING_OFF
+            self.status.reconnect_attempts = self.backoff.attempts
+            self.status.last_error = str(failure) or type(failure).__name__
+            log.warning("%s: session ended (%s); retry in %.1f s", self._name, failure, delay)
+            await trio.sleep(delay)
+
+    async def _one_session(self, link: UpstreamLink) -> Exception:
+        """Run one session; return the exception that ended it."""
+        failure: Exception | None = None
+        try:
+            await self._connect_and_serve(link)
+        except* AuthFailed as group:
+            failure = _first(group)
+        except* (UpstreamError, OSError, trio.TooSlowError, trio.BrokenResourceError) as group:
+            failure = failure or _first(group)
+        except* (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError) as group:
+            failure = failure or UpstreamError(f"websocket closed: {_first(group)}")
+        except* Exception as group:
+            log.exception("%s: unexpected error in session", self._name)
+            failure = failure or _first(group)
+        finally:
+            self._sent.clear()
+            self._acked.clear()
+            self.status.registrations = 0
+            self.session_ended()
+        return failure or UpstreamError("session ended")
+
+    def _give_up(self, failure: AuthFailed, link: UpstreamLink) -> None:
+        self._auth_failed = True
+        self.status.state = ProviderState.AUTH_FAILED
+        self.status.last_error = str(failure) or "auth failed"
+        log.error("%s: authentication failed (%s); not retrying", self._name, failure)
+        for symbol, command in list(self._unanswered.items()):
+            del self._unanswered[symbol]
+            self._wanted.pop(symbol, None)
+            link.rejected(command, FailureReason.UNAVAILABLE, f"{self._name}: auth failed")
+
+    async def _connect_and_serve(self, link: UpstreamLink) -> None:
+        url = urlsplit(self.url())
+        stream_closed = trio.Event()
+        async with trio.open_nursery() as nursery:
+            # trio-websocket's reader runs shielded, so a shutdown can still complete the
+            # close handshake; it ends when the stream is closed below.
+            ws_nursery = await nursery.start(_shielded_nursery, stream_closed)
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+            ws: trio_websocket.WebSocketConnection | None = None
+            try:
+                try:
+                    with trio.fail_after(self.connect_timeout):
+                        await self.before_connect()
+                        stream = await self._open_stream(url.scheme, url.hostname, url.port)
+                        ws = await trio_websocket.wrap_client_stream(
+                            ws_nursery,
+                            stream,
+                            url.netloc,
+                            (url.path or "/") + (f"?{url.query}" if url.query else ""),
+                            message_queue_size=MESSAGE_QUEUE_SIZE,
+                            max_message_size=self.max_message_size,
+                        )
+                        await self.login(ws)
+                except trio.TooSlowError:
+                    timeout = self.connect_timeout
+                    raise UpstreamError(f"connect timed out after {timeout:g} s") from None
+                await self._serve(ws, link)
+            except BaseException as exc:
+                if ws is not None and _is_cancellation(exc):
+                    await self._goodbye(ws)
+                raise
+            finally:
+                stream_closed.set()  # first: the close below may raise Cancelled
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)  # the 1006 leak: close it ourselves
+
+    async def _open_stream(
+        self, scheme: str, host: str | None, port: int | None
+    ) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+        if scheme not in ("ws", "wss") or not host:
+            raise UpstreamError(f"{self._name}: not a ws:// or wss:// URL")
+        secure = scheme == "wss"
+        tcp = await trio.open_tcp_stream(host, port or (443 if secure else 80))
+        if not secure:
+            return tcp
+        context = self.ssl_context or ssl.create_default_context()
+        tls = trio.SSLStream(tcp, context, server_hostname=host, https_compatible=True)
+        try:
+            await tls.do_handshake()
+        except trio.BrokenResourceError as exc:
+            await trio.aclose_forcefully(tcp)
+            # Say why (e.g. CERTIFICATE_VERIFY_FAILED): trio puts the SSLError in __cause__.
+            raise UpstreamError(f"TLS handshake with {host} failed: {exc.__cause__}") from exc
+        except BaseException:
+            await trio.aclose_forcefully(tcp)
+            raise
+        return tls
+
+    async def _serve(self, ws: trio_websocket.WebSocketConnection, link: UpstreamLink) -> None:
+        self.status.state = ProviderState.CONNECTED
+        self.status.connects += 1
+        self.status.detail = None
+        self.backoff.connected()
+        link.session_started()
+        log.info("%s: session %d up", self._name, self.status.connects)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sender, ws)
+            await self._reader(ws, link)
+
+    async def _reader(self, ws: trio_websocket.WebSocketConnection, link: UpstreamLink) -> None:
+        while True:
+            try:
+                with trio.fail_after(self.watchdog):
+                    message = await ws.get_message()
+            except trio.TooSlowError:
+                raise UpstreamError(f"no frame for {self.watchdog:g} s") from None
+            self.status.messages += 1
+            self.status.last_message_at = link.now_ns() / 1e9
+            try:
+                replies = self.handle_message(message)
+            except MalformedFrame as exc:
+                self.status.malformed += 1
+                log.debug("%s: skipped a malformed frame: %s", self._name, exc)
+                continue
+            for reply in replies:
+                await ws.send_message(reply)
+
+    async def _sender(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """Bring this session's registrations in line with the book, paced."""
+        while True:
+            self._dirty = trio.Event()  # changes from now on wake the next round
+            gone = [s for s in self._sent if s not in self._wanted]
+            for symbol in gone:
+                del self._sent[symbol]
+                self._acked.discard(symbol)
+            self.status.registrations = len(self._acked)
+            if gone:
+                await self._send_paced(ws, self.unregister_frames(gone))
+            new = [s for s in self._wanted if s not in self._sent]
+            self._sent.update(dict.fromkeys(new))
+            if new:
+                await self._send_paced(ws, self.register_frames(new))
+            if not gone and not new:
+                await self._dirty.wait()
+
+    async def _send_paced(self, ws: trio_websocket.WebSocketConnection, frames: list[str]) -> None:
+        for frame in frames:
+            await trio.sleep_until(self._last_frame_at + self.register_interval)
+            self._last_frame_at = trio.current_time()
+            await ws.send_message(frame)
+
+    async def _goodbye(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """Unregister and close, shielded from the cancellation, within the grace."""
+        with trio.move_on_after(self.shutdown_grace, shield=True):
+            try:
+                if self._sent and ws.closed is None:
+                    for frame in self.unregister_frames(list(self._sent)):
+                        await ws.send_message(frame)
+                await ws.aclose()
+            except trio_websocket.ConnectionClosed:
+                pass  # already gone: nothing left to release
+
+    def _require_link(self) -> UpstreamLink:
+        if self._link is None:
+            raise RuntimeError(f"{self._name} is not running")
+        return self._link
+
+
+async def _shielded_nursery(
+    done: trio.Event, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Hand out a nursery that outer cancellation does not reach; it closes after ``done``."""
+    with trio.CancelScope(shield=True):
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await done.wait()
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first leaf exception of a (possibly nested) exception group."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, Exception)
+    return exc
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """True if ``exc`` is a Cancelled, or a group of nothing but Cancelled."""
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        return rest is None
+    return isinstance(exc, trio.Cancelled)
