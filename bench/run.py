@@ -64,6 +64,12 @@ class Workload:
 
 WORKLOADS: dict[str, list[Workload]] = {
     "W1": [Workload("W1", 100, 200, 10, 2_000, what="ticker board")],
+    # Not part of the table: 100 clients x 10 of 100 symbols, raised in steps to see
+    # where one process stops delivering everything (the server issue's rough number).
+    "C100": [
+        Workload("C100-40k", 100, 100, 10, 4_000, what="100 clients, 40,000 updates/s"),
+        Workload("C100-80k", 100, 100, 10, 8_000, what="100 clients, 80,000 updates/s"),
+    ],
     "W2": [Workload("W2", 5, 1_000, 5, 500, what="hot symbols")],
     "W3": [Workload("W3", 50, 200, 20, 20_000, what="overload")],
     "idle": [Workload("idle", 100, 1_000, 10, 0, what="1,000 subscribed idle clients")],

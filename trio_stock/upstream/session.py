@@ -423,22 +423,24 @@ class WebSocketProvider(abc.ABC):
             await self._reader(ws, link)
 
     async def _reader(self, ws: trio_websocket.WebSocketConnection, link: UpstreamLink) -> None:
-        while True:
-            try:
-                with trio.fail_after(self.watchdog):
-                    message = await ws.get_message()
-            except trio.TooSlowError:
-                raise UpstreamError(f"no frame for {self.watchdog:g} s") from None
-            self.status.messages += 1
-            self.status.last_message_at = link.now_ns() / 1e9
-            try:
-                replies = self.handle_message(message)
-            except MalformedFrame as exc:
-                self.status.malformed += 1
-                log.debug("%s: skipped a malformed frame: %s", self._name, exc)
-                continue
-            for reply in replies:
-                await ws.send_message(reply)
+        # One watchdog scope whose deadline each frame pushes forward: a new cancel scope
+        # per frame would cost more than the frame's parsing.
+        with trio.CancelScope() as watchdog:
+            while True:
+                watchdog.deadline = trio.current_time() + self.watchdog
+                message = await ws.get_message()
+                self.status.messages += 1
+                self.status.last_message_at = link.now_ns() / 1e9
+                try:
+                    replies = self.handle_message(message)
+                except MalformedFrame as exc:
+                    self.status.malformed += 1
+                    log.debug("%s: skipped a malformed frame: %s", self._name, exc)
+                    continue
+                for reply in replies:
+                    await ws.send_message(reply)
+        assert watchdog.cancelled_caught
+        raise UpstreamError(f"no frame for {self.watchdog:g} s")
 
     async def _sender(self, ws: trio_websocket.WebSocketConnection) -> None:
         """Bring this session's registrations in line with the book, paced."""
