@@ -7,30 +7,81 @@ it keeps the gateway free of a global metrics registry and one more dependency.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
+
+from ..hub import HubStatistics, UpstreamUsage
+from ..upstream.contract import ProviderStatistics
 
 if TYPE_CHECKING:
     from ..server import ServerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# (name, type, help, value) per family; one sample each, or one per provider.
+HUB_FAMILIES: Sequence[tuple[str, str, str, Callable[[HubStatistics], float]]] = (
+    ("ticks_published_total", "counter", "Ticks accepted by the hub.", lambda h: h.published),
+    ("ticks_unrouted_total", "counter", "Ticks for symbols nobody holds.", lambda h: h.unrouted),
+    (
+        "updates_delivered_total",
+        "counter",
+        "Updates received by subscribers.",
+        lambda h: h.delivered,
+    ),
+    (
+        "updates_conflated_total",
+        "counter",
+        "Updates replaced by newer ones.",
+        lambda h: h.conflated,
+    ),
+    (
+        "subscribers_too_slow_total",
+        "counter",
+        "Lossless subscribers cut off.",
+        lambda h: h.too_slow,
+    ),
+    (
+        "commands_dropped_total",
+        "counter",
+        "Provider commands refused.",
+        lambda h: h.commands_dropped,
+    ),
+    ("subscribers", "gauge", "Hub subscribers.", lambda h: h.subscribers),
+    ("symbols", "gauge", "Symbols held upstream.", lambda h: h.symbols),
+    ("cached_symbols", "gauge", "Symbols with a cached state.", lambda h: h.cached_symbols),
+)
+USAGE_FAMILIES: Sequence[tuple[str, str, str, Callable[[UpstreamUsage], float]]] = (
+    ("upstream_used", "gauge", "Upstream subscriptions in use.", lambda u: u.used),
+    ("upstream_quota", "gauge", "Upstream subscription quota.", lambda u: u.quota),
+    ("upstream_pending", "gauge", "Upstream requests unanswered.", lambda u: u.pending),
+    ("upstream_lingering", "gauge", "Unheld symbols lingering.", lambda u: u.lingering),
+)
+PROVIDER_FAMILIES: Sequence[tuple[str, str, str, Callable[[ProviderStatistics], float | None]]] = (
+    ("provider_connected", "gauge", "1 when the session is up.",
+     lambda p: p.state.value == "connected"),
+    ("provider_connects_total", "counter", "Sessions opened.", lambda p: p.connects),
+    ("provider_reconnect_attempts", "gauge", "Consecutive failed attempts.",
+     lambda p: p.reconnect_attempts),
+    ("provider_registrations", "gauge", "Symbols registered upstream.", lambda p: p.registrations),
+    ("provider_messages_total", "counter", "Inbound frames.", lambda p: p.messages),
+    ("provider_malformed_total", "counter", "Inbound frames skipped.", lambda p: p.malformed),
+    ("provider_last_message_timestamp_seconds", "gauge", "Time of the last inbound frame.",
+     lambda p: p.last_message_at),
+)  # fmt: skip
 
-def _labels(**labels: str) -> str:
+
+def _labels(labels: dict[str, str]) -> str:
     if not labels:
         return ""
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels.items()
-    )
-    return "{" + inner + "}"
+    escaped = (v.replace("\\", "\\\\").replace('"', '\\"') for v in labels.values())
+    return "{" + ",".join(f'{k}="{v}"' for k, v in zip(labels, escaped, strict=True)) + "}"
 
 
 def _family(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], float]]
+    name: str, kind: str, text: str, samples: Iterable[tuple[dict[str, str], float | None]]
 ) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{_labels(**labels)} {value:g}" for labels, value in samples]
+    lines = [f"# HELP trio_stock_{name} {text}", f"# TYPE trio_stock_{name} {kind}"]
+    lines += [f"trio_stock_{name}{_labels(lb)} {float(v):g}" for lb, v in samples if v is not None]
     return lines
 
 
@@ -38,117 +89,22 @@ def render(state: ServerState) -> str:
     """The metrics page."""
     hub = state.hub.statistics()
     lines: list[str] = []
-    for name, kind, text, value in (
-        (
-            "trio_stock_ticks_published_total",
-            "counter",
-            "Ticks accepted by the hub.",
-            hub.published,
-        ),
-        (
-            "trio_stock_ticks_unrouted_total",
-            "counter",
-            "Ticks for symbols nobody holds.",
-            hub.unrouted,
-        ),
-        (
-            "trio_stock_updates_delivered_total",
-            "counter",
-            "Updates received by subscribers.",
-            hub.delivered,
-        ),
-        (
-            "trio_stock_updates_conflated_total",
-            "counter",
-            "Updates replaced by newer ones.",
-            hub.conflated,
-        ),
-        (
-            "trio_stock_subscribers_too_slow_total",
-            "counter",
-            "Lossless subscribers cut off.",
-            hub.too_slow,
-        ),
-        (
-            "trio_stock_commands_dropped_total",
-            "counter",
-            "Provider commands refused.",
-            hub.commands_dropped,
-        ),
-        ("trio_stock_subscribers", "gauge", "Hub subscribers.", hub.subscribers),
-        ("trio_stock_symbols", "gauge", "Symbols held upstream.", hub.symbols),
-        ("trio_stock_cached_symbols", "gauge", "Symbols with a cached state.", hub.cached_symbols),
-    ):
-        lines += _family(name, kind, text, [({}, value)])
-    usage = [({"provider": u.provider, "market": u.market.value}, u) for u in hub.upstream]
+    for name, kind, text, value in HUB_FAMILIES:
+        lines += _family(name, kind, text, [({}, value(hub))])
+    samples: list[tuple[dict[str, str], float | None]]
+    for name, kind, text, of_usage in USAGE_FAMILIES:
+        samples = [
+            ({"provider": u.provider, "market": u.market.value}, of_usage(u)) for u in hub.upstream
+        ]
+        lines += _family(name, kind, text, samples)
+    for name, kind, text, of_provider in PROVIDER_FAMILIES:
+        samples = [({"provider": p.name, "kind": p.kind}, of_provider(p)) for p in hub.providers]
+        lines += _family(name, kind, text, samples)
+    clients = [
+        ({"protocol": name}, count) for name, count in sorted(state.clients_by_protocol.items())
+    ]
+    lines += _family("websocket_clients", "gauge", "Connected WebSocket clients.", clients)
     lines += _family(
-        "trio_stock_upstream_used",
-        "gauge",
-        "Upstream subscriptions in use.",
-        [(lb, u.used) for lb, u in usage],
-    )
-    lines += _family(
-        "trio_stock_upstream_quota",
-        "gauge",
-        "Upstream subscription quota.",
-        [(lb, u.quota) for lb, u in usage],
-    )
-    lines += _family(
-        "trio_stock_upstream_pending",
-        "gauge",
-        "Upstream requests unanswered.",
-        [(lb, u.pending) for lb, u in usage],
-    )
-    lines += _family(
-        "trio_stock_upstream_lingering",
-        "gauge",
-        "Unheld symbols lingering.",
-        [(lb, u.lingering) for lb, u in usage],
-    )
-    providers = [({"provider": p.name, "kind": p.kind}, p) for p in hub.providers]
-    lines += _family(
-        "trio_stock_provider_connected",
-        "gauge",
-        "1 when the provider's session is up.",
-        [(lb, p.state.value == "connected") for lb, p in providers],
-    )
-    lines += _family(
-        "trio_stock_provider_connects_total",
-        "counter",
-        "Sessions opened.",
-        [(lb, p.connects) for lb, p in providers],
-    )
-    lines += _family(
-        "trio_stock_provider_reconnect_attempts",
-        "gauge",
-        "Consecutive failed attempts.",
-        [(lb, p.reconnect_attempts) for lb, p in providers],
-    )
-    lines += _family(
-        "trio_stock_provider_messages_total",
-        "counter",
-        "Inbound frames.",
-        [(lb, p.messages) for lb, p in providers],
-    )
-    lines += _family(
-        "trio_stock_provider_malformed_total",
-        "counter",
-        "Frames skipped.",
-        [(lb, p.malformed) for lb, p in providers],
-    )
-    lines += _family(
-        "trio_stock_provider_last_message_timestamp_seconds",
-        "gauge",
-        "Time of the last inbound frame.",
-        [(lb, p.last_message_at) for lb, p in providers if p.last_message_at is not None],
-    )
-    lines += _family(
-        "trio_stock_websocket_clients",
-        "gauge",
-        "Connected WebSocket clients.",
-        [({"protocol": name}, count) for name, count in sorted(state.clients_by_protocol.items())],
-    )
-    lines += _family(
-        "trio_stock_http_connections", "gauge", "Open TCP connections.", [({}, state.connections)]
+        "http_connections", "gauge", "Open TCP connections.", [({}, state.connections)]
     )
     return "\n".join(lines) + "\n"
