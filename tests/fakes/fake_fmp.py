@@ -44,7 +44,6 @@ import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,12 +55,13 @@ from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from .serving import TwoPortFake
+
 MAX_FRAME = 64 * 1024  # client frames larger than this close the connection (1009)
 MAX_REQUEST_HEAD = 16 * 1024  # request heads (REST, WebSocket upgrade) larger are refused
 RECEIVE_BYTES = 64 * 1024
 EMIT_BATCH = 256  # frames per write at most when ticks are due together (~25 KB)
 MAX_TICKERS_PER_FRAME = 1_000  # a subscribe naming more is refused as a whole
-LOOPBACK = "127.0.0.1"
 DEFAULT_API_KEY = "fake-fmp-key-0123456789"
 
 LIMIT_REACH = (
@@ -140,7 +140,7 @@ class Session:
 
 
 @attrs.define(eq=False)
-class FakeFmp:
+class FakeFmp(TwoPortFake):
     """The fake FMP servers and their switches. See the module docstring.
 
     Args:
@@ -198,25 +198,6 @@ class FakeFmp:
     @property
     def rest_url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.rest_port}"
-
-    async def serve(
-        self, *, task_status: trio.TaskStatus[FakeFmp] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Serve both endpoints until cancelled; ``started`` hands back this fake, bound."""
-        async with trio.open_nursery() as nursery:
-            ws = await nursery.start(partial(trio.serve_tcp, self._handle_ws, 0, host=LOOPBACK))
-            rest = await nursery.start(partial(trio.serve_tcp, self._handle_http, 0, host=LOOPBACK))
-            self.ws_port = ws[0].socket.getsockname()[1]
-            self.rest_port = rest[0].socket.getsockname()[1]
-            task_status.started(self)
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds; it is re-checked whenever the fake's state changes."""
-        while not predicate():
-            await self._changed.park()
-
-    def _notify(self) -> None:
-        self._changed.unpark_all()
 
     # ---- what tests look at --------------------------------------------------------
 

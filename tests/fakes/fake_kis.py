@@ -40,8 +40,7 @@ import random
 import socket
 import struct
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -49,7 +48,8 @@ import h11
 import trio
 import trio_websocket
 
-LOOPBACK = "127.0.0.1"
+from .serving import TwoPortFake
+
 DEFAULT_APP_KEY = "PSfakeAppKey0123456789abcdefghijklmn"  # 36 chars, like real ones
 DEFAULT_APP_SECRET = "fake-app-secret-do-not-log"
 MAX_FRAME = 64 * 1024  # client frames larger than this close the connection (1009)
@@ -106,7 +106,7 @@ class Session:
 
 
 @attrs.define(eq=False)
-class FakeKis:
+class FakeKis(TwoPortFake):
     """The fake KIS servers and their switches. See the module docstring.
 
     Args:
@@ -159,25 +159,6 @@ class FakeKis:
     @property
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
-
-    async def serve(
-        self, *, task_status: trio.TaskStatus[FakeKis] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Serve both endpoints until cancelled; ``started`` hands back this fake, bound."""
-        async with trio.open_nursery() as nursery:
-            ws = await nursery.start(partial(trio.serve_tcp, self._handle_ws, 0, host=LOOPBACK))
-            rest = await nursery.start(partial(trio.serve_tcp, self._handle_http, 0, host=LOOPBACK))
-            self.ws_port = ws[0].socket.getsockname()[1]
-            self.rest_port = rest[0].socket.getsockname()[1]
-            task_status.started(self)
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds; re-checked whenever the fake's state changes."""
-        while not predicate():
-            await self._changed.park()
-
-    def _notify(self) -> None:
-        self._changed.unpark_all()
 
     # ---- what tests look at --------------------------------------------------------
 
