@@ -27,6 +27,7 @@ from trio_stock.model import Market, Tick, TickKind
 from trio_stock.upstream.backoff import Backoff
 from trio_stock.upstream.contract import ProviderState
 from trio_stock.upstream.session import MalformedFrame, SessionRefused, WebSocketProvider
+from trio_stock.upstream.wsclient import ClientWebSocket
 
 from .conftest import EPOCH_NS
 
@@ -130,7 +131,7 @@ class ToyProvider(WebSocketProvider):
     def url(self) -> str:
         return self._url
 
-    async def login(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def login(self, ws: ClientWebSocket) -> None:
         await ws.send_message(json.dumps({"op": "login", "key": "sekrit"}))
         answer = json.loads(await ws.get_message())
         if answer.get("busy"):

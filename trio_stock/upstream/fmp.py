@@ -59,7 +59,6 @@ from urllib.parse import quote
 import attrs
 import httpx
 import trio
-import trio_websocket
 
 from ..config import Config, Secret
 from ..errors import AuthFailed, ConfigError, UpstreamError
@@ -80,6 +79,7 @@ from .fmp_wire import (
     ticker_frames,
 )
 from .session import MalformedFrame, SessionRefused, WebSocketProvider
+from .wsclient import ClientWebSocket
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class FmpProvider(WebSocketProvider):
     def url(self) -> str:
         return self._ws_url
 
-    async def login(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def login(self, ws: ClientWebSocket) -> None:
         """Send the login, then wait up to ``login_grace`` s for an answer (fmp.md §2).
 
         Raises:

@@ -22,7 +22,7 @@ provider subclasses it and supplies only its protocol::
   answered ``QUOTA`` at once; after an authentication failure every subscribe is answered
   ``UNAVAILABLE``.
 - the *session loop*: ``before_connect`` → open the TCP stream (TLS for ``wss://``) and wrap
-  it with ``trio_websocket.wrap_client_stream`` → ``login`` (all within ``connect_timeout``)
+  it with :class:`~.wsclient.ClientWebSocket` → ``login`` (all within ``connect_timeout``)
   → ``link.session_started()`` → register every wanted symbol → read frames. While the
   session lives, a sender task brings the upstream in line with the book: it diffs
   ``wanted`` against what this session has registered and sends ``unregister_frames`` /
@@ -45,16 +45,16 @@ seconds; :class:`SessionRefused` may ask for a longer wait (``retry_after``).
 configuration must change). A *watchdog* reconnects a session that received no frame of
 any kind for ``watchdog`` seconds (protocols/kis.md §8.3: dead sockets without a close).
 
-Sockets. The engine opens the TCP stream itself and closes it itself (``aclose_forcefully``
-in a ``finally``): trio-websocket 0.12.2's ``aclose()`` never closes the stream after an
-abnormal closure (1006), which would leak one socket per reconnect (DESIGN.md pitfalls).
-Only one session is ever open at a time: the next connect starts after the previous stream
-is closed. No library-level pings are sent (protocols/kis.md §4).
+Sockets. The engine opens the TCP stream itself and closes it itself (in a ``finally``),
+and speaks WebSocket over it with :class:`~.wsclient.ClientWebSocket`, which hands the
+reader every frame one socket read brought (so a busy feed is published in batches, not
+one tick per scheduling round) and never leaves a stream open (trio-websocket 0.12's
+client leaks one after an abnormal closure, DESIGN.md). Only one session is ever open at
+a time: the next connect starts after the previous stream is closed. No pings are sent
+(protocols/kis.md §4); the server's pings are answered.
 
 Shutdown. On cancellation the session unregisters what it registered and closes the
-WebSocket, shielded and bounded by ``shutdown_grace`` seconds. trio-websocket's own reader
-task runs in a shielded nursery that ends when the stream is closed, so the close
-handshake completes at once instead of waiting out the grace period.
+WebSocket, shielded and bounded by ``shutdown_grace`` seconds.
 
 Failure texts. ``last_error`` holds the text of the exception that ended the last session
 (``OSError``/trio-websocket texts, or the hook's own words); ``detail`` the text of a
@@ -74,7 +74,6 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 import trio
-import trio_websocket
 
 from ..errors import AuthFailed, UpstreamError
 from ..hub.results import FailureReason
@@ -87,6 +86,7 @@ from .contract import (
     Subscribe,
     UpstreamLink,
 )
+from .wsclient import ClientWebSocket
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,6 @@ DEFAULT_WATCHDOG = 60.0  # seconds without any inbound frame before reconnecting
 DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds for before_connect + TCP + handshake + login
 DEFAULT_SHUTDOWN_GRACE = 2.0  # seconds to unregister and close on cancellation
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB; batched KIS frames reach tens of KB (kis.md §5)
-MESSAGE_QUEUE_SIZE = 64  # inbound frames trio-websocket buffers: at most 64 MiB, usually KBs
 
 
 class MalformedFrame(UpstreamError):
@@ -210,7 +209,7 @@ class WebSocketProvider(abc.ABC):
     async def before_connect(self) -> None:  # noqa: B027 - an optional hook
         """Run before every connect (e.g. fetch a fresh approval key). Default: nothing."""
 
-    async def login(self, ws: trio_websocket.WebSocketConnection) -> None:  # noqa: B027
+    async def login(self, ws: ClientWebSocket) -> None:  # noqa: B027
         """Log in on a fresh connection; raise ``AuthFailed`` if refused. Default: nothing."""
 
     @abc.abstractmethod
@@ -331,8 +330,6 @@ class WebSocketProvider(abc.ABC):
             failure = _first(group)
         except* (UpstreamError, OSError, trio.TooSlowError, trio.BrokenResourceError) as group:
             failure = failure or _first(group)
-        except* (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError) as group:
-            failure = failure or UpstreamError(f"websocket closed: {_first(group)}")
         except* Exception as group:
             log.exception("%s: unexpected error in session", self._name)
             failure = failure or _first(group)
@@ -355,39 +352,29 @@ class WebSocketProvider(abc.ABC):
 
     async def _connect_and_serve(self, link: UpstreamLink) -> None:
         url = urlsplit(self.url())
-        stream_closed = trio.Event()
-        async with trio.open_nursery() as nursery:
-            # trio-websocket's reader runs shielded, so a shutdown can still complete the
-            # close handshake; it ends when the stream is closed below.
-            ws_nursery = await nursery.start(_shielded_nursery, stream_closed)
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
-            ws: trio_websocket.WebSocketConnection | None = None
+        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] | None = None
+        ws: ClientWebSocket | None = None
+        try:
             try:
-                try:
-                    with trio.fail_after(self.connect_timeout):
-                        await self.before_connect()
-                        stream = await self._open_stream(url.scheme, url.hostname, url.port)
-                        ws = await trio_websocket.wrap_client_stream(
-                            ws_nursery,
-                            stream,
-                            url.netloc,
-                            (url.path or "/") + (f"?{url.query}" if url.query else ""),
-                            message_queue_size=MESSAGE_QUEUE_SIZE,
-                            max_message_size=self.max_message_size,
-                        )
-                        await self.login(ws)
-                except trio.TooSlowError:
-                    timeout = self.connect_timeout
-                    raise UpstreamError(f"connect timed out after {timeout:g} s") from None
-                await self._serve(ws, link)
-            except BaseException as exc:
-                if ws is not None and _is_cancellation(exc):
-                    await self._goodbye(ws)
-                raise
-            finally:
-                stream_closed.set()  # first: the close below may raise Cancelled
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)  # the 1006 leak: close it ourselves
+                with trio.fail_after(self.connect_timeout):
+                    await self.before_connect()
+                    stream = await self._open_stream(url.scheme, url.hostname, url.port)
+                    resource = (url.path or "/") + (f"?{url.query}" if url.query else "")
+                    ws = await ClientWebSocket.connect(
+                        stream, url.netloc, resource, max_message_size=self.max_message_size
+                    )
+                    await self.login(ws)
+            except trio.TooSlowError:
+                timeout = self.connect_timeout
+                raise UpstreamError(f"connect timed out after {timeout:g} s") from None
+            await self._serve(ws, link)
+        except BaseException as exc:
+            if ws is not None and _is_cancellation(exc):
+                await self._goodbye(ws)
+            raise
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)  # one session's socket never outlives it
 
     async def _open_stream(
         self, scheme: str, host: str | None, port: int | None
@@ -411,7 +398,7 @@ class WebSocketProvider(abc.ABC):
             raise
         return tls
 
-    async def _serve(self, ws: trio_websocket.WebSocketConnection, link: UpstreamLink) -> None:
+    async def _serve(self, ws: ClientWebSocket, link: UpstreamLink) -> None:
         self.status.state = ProviderState.CONNECTED
         self.status.connects += 1
         self.status.detail = None
@@ -422,27 +409,31 @@ class WebSocketProvider(abc.ABC):
             nursery.start_soon(self._sender, ws)
             await self._reader(ws, link)
 
-    async def _reader(self, ws: trio_websocket.WebSocketConnection, link: UpstreamLink) -> None:
+    async def _reader(self, ws: ClientWebSocket, link: UpstreamLink) -> None:
         # One watchdog scope whose deadline each frame pushes forward: a new cancel scope
         # per frame would cost more than the frame's parsing.
         with trio.CancelScope() as watchdog:
             while True:
                 watchdog.deadline = trio.current_time() + self.watchdog
-                message = await ws.get_message()
-                self.status.messages += 1
-                self.status.last_message_at = link.now_ns() / 1e9
-                try:
-                    replies = self.handle_message(message)
-                except MalformedFrame as exc:
-                    self.status.malformed += 1
-                    log.debug("%s: skipped a malformed frame: %s", self._name, exc)
-                    continue
+                replies: list[str | bytes] = []
+                for message in await ws.get_messages():  # every frame of one read, at once
+                    replies += self._take(message, link)
                 for reply in replies:
                     await ws.send_message(reply)
         assert watchdog.cancelled_caught
         raise UpstreamError(f"no frame for {self.watchdog:g} s")
 
-    async def _sender(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def _take(self, message: str | bytes, link: UpstreamLink) -> Sequence[str | bytes]:
+        self.status.messages += 1
+        self.status.last_message_at = link.now_ns() / 1e9
+        try:
+            return self.handle_message(message)
+        except MalformedFrame as exc:
+            self.status.malformed += 1
+            log.debug("%s: skipped a malformed frame: %s", self._name, exc)
+            return ()
+
+    async def _sender(self, ws: ClientWebSocket) -> None:
         """Bring this session's registrations in line with the book, paced."""
         while True:
             self._dirty = trio.Event()  # changes from now on wake the next round
@@ -460,13 +451,13 @@ class WebSocketProvider(abc.ABC):
             if not gone and not new:
                 await self._dirty.wait()
 
-    async def _send_paced(self, ws: trio_websocket.WebSocketConnection, frames: list[str]) -> None:
+    async def _send_paced(self, ws: ClientWebSocket, frames: list[str]) -> None:
         for frame in frames:
             await trio.sleep_until(self._last_frame_at + self.register_interval)
             self._last_frame_at = trio.current_time()
             await ws.send_message(frame)
 
-    async def _goodbye(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _goodbye(self, ws: ClientWebSocket) -> None:
         """Unregister and close, shielded from the cancellation, within the grace."""
         with trio.move_on_after(self.shutdown_grace, shield=True):
             try:
@@ -474,23 +465,13 @@ class WebSocketProvider(abc.ABC):
                     for frame in self.unregister_frames(list(self._sent)):
                         await ws.send_message(frame)
                 await ws.aclose()
-            except trio_websocket.ConnectionClosed:
+            except UpstreamError:
                 pass  # already gone: nothing left to release
 
     def _require_link(self) -> UpstreamLink:
         if self._link is None:
             raise RuntimeError(f"{self._name} is not running")
         return self._link
-
-
-async def _shielded_nursery(
-    done: trio.Event, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Hand out a nursery that outer cancellation does not reach; it closes after ``done``."""
-    with trio.CancelScope(shield=True):
-        async with trio.open_nursery() as nursery:
-            task_status.started(nursery)
-            await done.wait()
 
 
 def _first(group: BaseExceptionGroup[Exception]) -> Exception:
