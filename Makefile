@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench-setup bench
+.PHONY: run test lint browser bench-setup bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(PY) -m trio_stock $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest $(ARGS)
+
+# The dashboard tests drive Debian's Chromium; install it once (needs root: apt-get).
+browser: $(VENV)/.installed
+	@[ -x /usr/bin/chromium ] || PYTHON=$(PY) bash .ci/install-browser.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check trio_stock tests

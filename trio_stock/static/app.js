@@ -162,7 +162,7 @@ function addCard(symbol, market) {
   remove.addEventListener("click", () => removeSymbol(symbol));
   el.setAttribute("aria-label", symbol);
   const card = {
-    symbol, market, el, state: null, previousPrice: null, history: [], flash: null,
+    symbol, market, el, state: null, previousPrice: null, history: [], flash: null, tradeTime: null,
     price: el.querySelector(".price"), change: el.querySelector(".change"),
     line: el.querySelector("polyline"), bid: el.querySelector(".bid"),
     ask: el.querySelector(".ask"), time: el.querySelector(".time"),
@@ -201,6 +201,9 @@ function applyUpdate(message) {
     card.history.push(price);
     if (card.history.length > SPARK_POINTS) card.history.shift();
   }
+  // price_update carries the merged state after any tick; only a trade (data_type "T",
+  // seed 003) moves the "last trade" time, a quote (Q) only moves bid/ask.
+  if (message.data_type === "T") card.tradeTime = message.timestamp;
   card.state = message;
   dirty.add(card.symbol);
   // Updates can arrive far faster than the screen refreshes: draw once per frame.
@@ -227,7 +230,7 @@ function renderCard(card) {
   card.el.dataset.direction = s.change > 0 ? "up" : s.change < 0 ? "down" : "flat";
   card.bid.textContent = formatPrice(s.bid_price, market);
   card.ask.textContent = formatPrice(s.ask_price, market);
-  card.time.textContent = formatTime(s.timestamp, market);
+  card.time.textContent = formatTime(card.tradeTime, market);
   if (card.flash) {
     card.price.classList.remove("flash-up", "flash-down");
     void card.price.offsetWidth; // restart the CSS animation on every change
@@ -525,6 +528,7 @@ function renderQuota(status) {
 }
 
 const STATE_TEXT = {
+  starting: "starting",
   connected: "connected",
   connecting: "connecting",
   backing_off: "reconnecting",
@@ -537,11 +541,13 @@ function renderHealth(health) {
   for (const p of health.providers ?? []) {
     const item = document.createElement("li");
     item.dataset.state = p.state;
-    const source = p.live ? p.kind : "simulated";
+    // "simulated" is the server's word for a market without credentials (health.simulated).
+    const source = p.live ? `live ${String(p.kind).toUpperCase()}` : "simulated";
     let text = `${p.market} · ${source} · ${STATE_TEXT[p.state] ?? p.state}`;
     if (p.state !== "connected" && p.reconnect_attempts) text += ` (${p.reconnect_attempts} attempts)`;
     item.textContent = text;
-    if (p.last_error) item.title = p.last_error;
+    // Why a provider is unhealthy, in view (not only on hover): e.g. "approval request failed".
+    if (p.state !== "connected" && p.last_error) item.textContent += ` — ${p.last_error}`;
     healthEl.append(item);
   }
 }

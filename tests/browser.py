@@ -1,0 +1,125 @@
+"""Helpers for the browser tests: the gateway as a blocking subprocess, and headless Chromium.
+
+The browser tests drive Playwright's synchronous API, so they are plain (non-trio) tests and
+need a gateway they can start, stop and restart without an event loop. ``tests/clients.py``'s
+``gateway_process`` does the same job for trio tests; this is its blocking twin (same command
+line, same clean environment), which also keeps draining the gateway's output in a thread so
+a chatty log can never fill the pipe and stall the server mid-test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL_SCRIPT = ".ci/install-browser.sh"
+CHROMIUM = os.environ.get("TRIO_STOCK_CHROMIUM", "/usr/bin/chromium")
+# The flags that work on this project's machines (no GPU, no sandbox as root, closed network:
+# without the background-networking flags Chromium keeps dialling Google and gets refused).
+# Playwright gives every launch a fresh temporary --user-data-dir of its own.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+def missing_browser() -> str | None:
+    """Why the browser tests cannot run here, naming the install script; None when they can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return (
+            "the Python package 'playwright' is missing: run `bash "
+            f"{INSTALL_SCRIPT}` as root (or `pip install playwright`); never `playwright install`"
+        )
+    if not os.access(CHROMIUM, os.X_OK):
+        return (
+            f"Chromium is missing at {CHROMIUM}: run `bash {INSTALL_SCRIPT}` as root "
+            "(it installs Debian's chromium package)"
+        )
+    return None
+
+
+class Gateway:
+    """``python -m trio_stock --port PORT ARGS`` in a subprocess, started and stopped by a test."""
+
+    def __init__(self, *args: str, port: int = 0, env: dict[str, str] | None = None) -> None:
+        # A clean environment, so a developer's own provider keys never leak into a test.
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "FMP_", "TRIO_STOCK_"))
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trio_stock", "--port", str(port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**base, **(env or {})},
+            cwd=ROOT,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._listening = threading.Event()
+        self.port = 0
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(
+            target=self._drain, args=(self.process.stdout,), daemon=True
+        )
+        self._reader.start()
+        if not self._listening.wait(START_TIMEOUT) or not self.port:
+            self.stop()
+            raise AssertionError(f"the gateway did not start listening:\n{self.output}")
+
+    def _drain(self, stdout: IO[str]) -> None:
+        for line in stdout:
+            self._lines.append(line)
+            if not self.port and (match := LISTENING.search(line)):
+                self.port = int(match.group(1))
+                self._listening.set()
+        self._listening.set()  # exited: wake a waiting start
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def stop(self) -> None:
+        """SIGTERM (the gateway closes its clients with 1001 and exits), SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(STOP_TIMEOUT)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
