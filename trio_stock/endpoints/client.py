@@ -117,7 +117,8 @@ class ClientSession:
         try:
             async with self.subscriber, trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
-                nursery.start_soon(self._watch_too_slow)
+                if self.limits.policy is Policy.LOSSLESS:  # only lossless subscribers are cut off
+                    nursery.start_soon(self._watch_too_slow)
                 if self.limits.ping_interval > 0:
                     nursery.start_soon(self._keep_alive)
                 await self.reply(self.protocol.greeting())
