@@ -48,14 +48,26 @@ def _error_text(ctx: ClientContext, result: SubscribeResult) -> str | None:
     return "; ".join(f"{f.symbol}: {f.detail or f.reason.value}" for f in result.failed)
 
 
-async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+async def _codes(
+    ctx: ClientContext, message: Mapping[str, Any]
+) -> tuple[list[str], list[str]] | None:
+    """The request's valid and invalid codes, after answering what is wrong with them;
+    None when ``codes`` itself is unusable (an ``error`` was sent)."""
     codes = symbol_list(message, "codes", ctx.subscriber.max_symbols)
     if isinstance(codes, str):
         await ctx.reply({"type": "error", "message": codes})
-        return
+        return None
     valid, invalid = _split_codes(codes)
     if invalid:
         await ctx.reply({"type": "warning", "message": INVALID_CODES.format(codes=invalid)})
+    return valid, invalid
+
+
+async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+    codes = await _codes(ctx, message)
+    if codes is None:
+        return
+    valid, invalid = codes
     result = await ctx.hub.subscribe(ctx.subscriber, valid)
     failed = [f.symbol for f in result.failed] + invalid
     error = _error_text(ctx, result)
@@ -74,13 +86,10 @@ async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
 
 
 async def unsubscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
-    codes = symbol_list(message, "codes", ctx.subscriber.max_symbols)
-    if isinstance(codes, str):
-        await ctx.reply({"type": "error", "message": codes})
+    codes = await _codes(ctx, message)
+    if codes is None:
         return
-    valid, invalid = _split_codes(codes)
-    if invalid:
-        await ctx.reply({"type": "warning", "message": INVALID_CODES.format(codes=invalid)})
+    valid, invalid = codes
     released = ctx.hub.unsubscribe(ctx.subscriber, valid)
     await ctx.reply(
         {
