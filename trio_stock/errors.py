@@ -7,7 +7,10 @@ Everything the package raises on purpose derives from :class:`TrioStockError`::
     ├── InvalidSymbol        a symbol is neither a 6-digit Korean code nor a US ticker
     ├── SubscriberTooSlow    a lossless subscriber fell behind its bound and was cut off
     └── UpstreamError        a provider's session failed
-        └── AuthFailed       the provider refused the credentials; retrying will not help
+        ├── AuthFailed       the provider refused the credentials; retrying will not help
+        ├── SessionRefused   refused for now, retry later (upstream/session.py)
+        ├── MalformedFrame   one inbound frame unparseable; skipped (upstream/session.py)
+        └── WebSocketClosed  the upstream WebSocket closed, with its code (upstream/wsclient.py)
 
 Errors of dependencies (trio-websocket, httpx, cattrs) are translated into these at the
 boundary, the way httpx maps httpcore's errors.
