@@ -62,10 +62,10 @@ def test_encoding_happens_once_per_wire_format() -> None:
     state = _merge(None, Tick("AAPL", TickKind.TRADE, 1, 1, price=1.0))
     calls: list[str] = []
 
-    def encode(s: object) -> str:
+    def encode(s: object) -> bytes:
         calls.append("x")
-        return "text"
+        return b"frame"
 
-    assert state.encoded("a", encode) == state.encoded("a", encode) == "text"
+    assert state.encoded("a", encode) == state.encoded("a", encode) == b"frame"
     state.encoded("b", encode)
     assert len(calls) == 2

@@ -88,10 +88,10 @@ class SymbolState:
     change: float | None = None
     change_rate: float | None = None
     record_seq: str = "001"
-    # Each wire format encodes a state once; every subscriber then sends the same text.
-    _wire: dict[str, str] = attrs.field(init=False, factory=dict, eq=False, repr=False)
+    # Each wire format encodes a state once; every subscriber then sends the same bytes.
+    _wire: dict[str, bytes] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
-    def encoded(self, wire_format: str, encode: Callable[[SymbolState], str]) -> str:
+    def encoded(self, wire_format: str, encode: Callable[[SymbolState], bytes]) -> bytes:
         """Return this state in ``wire_format``, encoding it on first use only."""
         text = self._wire.get(wire_format)
         if text is None:

@@ -25,7 +25,7 @@ import trio_websocket
 
 from ..errors import SubscriberTooSlow
 from ..hub import Hub, Policy, Subscriber
-from ..wsbatch import send_texts
+from ..wsbatch import send_frames, text_frame
 from .protocol import ClientProtocol, Payload
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class ClientSession:
         self.subscriber: Subscriber = hub.subscriber(
             limits.policy, name=name, capacity=limits.lossless_capacity
         )
-        self._send_reply, self._replies = trio.open_memory_channel[str](limits.reply_queue)
+        self._send_reply, self._replies = trio.open_memory_channel[bytes](limits.reply_queue)
         self._writer_idle: trio.CancelScope | None = None
         # True while a write is in flight. If the session ends then, the write was cut
         # mid-frame and the stream is in an unknown state: no close frame may follow.
@@ -139,11 +139,11 @@ class ClientSession:
 
     async def reply(self, payload: Payload) -> None:
         """Queue ``payload`` for the writer; it goes out before any update taken after it."""
-        text = orjson.dumps(payload).decode()
+        frame = text_frame(orjson.dumps(payload))
         try:
-            self._send_reply.send_nowait(text)  # no checkpoint before queuing: keeps the order
+            self._send_reply.send_nowait(frame)  # no checkpoint before queuing: keeps the order
         except trio.WouldBlock:
-            await self._send_reply.send(text)  # the client is not reading: wait (backpressure)
+            await self._send_reply.send(frame)  # the client is not reading: wait (backpressure)
         if self._writer_idle is not None:
             self._writer_idle.cancel()
         await trio.lowlevel.checkpoint()
@@ -203,27 +203,27 @@ class ClientSession:
 
     async def _write(self) -> None:
         while True:
-            texts = self._take_replies()
-            if not texts:
+            frames = self._take_replies()
+            if not frames:
                 with trio.CancelScope() as self._writer_idle:  # a new reply cancels the wait
                     for state in await self.subscriber.receive_batch():
-                        text = self.protocol.encode(state)
-                        if text is not None:
-                            texts.append(text)
+                        frame = self.protocol.encode(state)
+                        if frame is not None:
+                            frames.append(frame)
                 self._writer_idle = None
-                texts = self._take_replies() + texts
-            if texts:
+                frames = self._take_replies() + frames
+            if frames:
                 self.write_interrupted = True
-                await send_texts(self.ws, texts)
+                await send_frames(self.ws, frames)
                 self.write_interrupted = False
 
-    def _take_replies(self) -> list[str]:
-        texts: list[str] = []
+    def _take_replies(self) -> list[bytes]:
+        frames: list[bytes] = []
         while True:
             try:
-                texts.append(self._replies.receive_nowait())
+                frames.append(self._replies.receive_nowait())
             except trio.WouldBlock:
-                return texts
+                return frames
 
     async def _watch_too_slow(self) -> None:
         # A writer that is free reports a lossless overflow itself at its next receive,

@@ -20,6 +20,7 @@ from ..errors import InvalidSymbol
 from ..hub import SubscribeResult
 from ..model import SymbolState
 from ..symbols import normalize_symbol
+from ..wsbatch import text_frame
 from .protocol import ClientContext, Handler, Payload, changed_symbols, symbol_list
 
 GREETING = "Connected to real-time price stream"
@@ -121,10 +122,10 @@ def state_fields(state: SymbolState) -> Payload:
     }
 
 
-def encode_price_update(state: SymbolState) -> str:
+def encode_price_update(state: SymbolState) -> bytes:
     """A ``price_update`` message."""
     payload = {"type": "price_update", "data_type": state.kind.value, **state_fields(state)}
-    return orjson.dumps(payload).decode()
+    return text_frame(orjson.dumps(payload))
 
 
 class PricesProtocol:
@@ -143,5 +144,5 @@ class PricesProtocol:
     def greeting(self) -> Payload:
         return {"type": "connected", "message": GREETING}
 
-    def encode(self, state: SymbolState) -> str | None:
+    def encode(self, state: SymbolState) -> bytes | None:
         return state.encoded(self.name, encode_price_update)

@@ -40,8 +40,9 @@ class ClientProtocol(Protocol):
         """The message sent when a client connects."""
         ...
 
-    def encode(self, state: SymbolState) -> str | None:
-        """The update as wire text, or None when this protocol does not carry it."""
+    def encode(self, state: SymbolState) -> bytes | None:
+        """The update as a complete WebSocket frame, or None when this protocol does not
+        carry it (built once per state: see ``wsbatch.text_frame``)."""
         ...
 
 

@@ -21,6 +21,7 @@ import orjson
 from ..hub import FailureReason, SubscribeResult
 from ..model import Market, SymbolState, TickKind
 from ..symbols import is_korean_code
+from ..wsbatch import text_frame
 from .protocol import ClientContext, Handler, Payload, symbol_list
 
 KST = timezone(timedelta(hours=9))
@@ -130,7 +131,7 @@ def hhmmss(epoch_ns: int) -> str:
     return datetime.fromtimestamp(epoch_ns / 1e9, UTC).astimezone(KST).strftime("%H%M%S")
 
 
-def encode_stock_price(state: SymbolState) -> str:
+def encode_stock_price(state: SymbolState) -> bytes:
     """A ``stock_price`` message: the document's fields first, then extras with real data."""
     payload: Payload = {
         "type": "stock_price",
@@ -148,7 +149,7 @@ def encode_stock_price(state: SymbolState) -> str:
         "ask_price": _number(state.ask),
         "bid_price": _number(state.bid),
     }
-    return orjson.dumps({k: v for k, v in payload.items() if v is not None}).decode()
+    return text_frame(orjson.dumps({k: v for k, v in payload.items() if v is not None}))
 
 
 class StockProtocol:
@@ -171,7 +172,7 @@ class StockProtocol:
             "actions": list(self.actions),
         }
 
-    def encode(self, state: SymbolState) -> str | None:
+    def encode(self, state: SymbolState) -> bytes | None:
         # A stock_price is a trade (체결); quotes and cancels have no price/volume of their own.
         if state.market is not Market.KR or state.kind is not TickKind.TRADE:
             return None
