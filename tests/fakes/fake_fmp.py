@@ -55,7 +55,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from .serving import TwoPortFake
+from .serving import TwoPortFake, next_request, send_json
 
 MAX_FRAME = 64 * 1024  # client frames larger than this close the connection (1009)
 MAX_REQUEST_HEAD = 16 * 1024  # request heads (REST, WebSocket upgrade) larger are refused
@@ -79,6 +79,9 @@ LEGACY = (
     "Please visit our documentation page https://site.financialmodelingprep.com/developer/docs "
     "for our current APIs."
 )  # protocols/fmp.md §7
+
+
+REST_MAX_BODY = 64 * 1024  # quote requests carry no body; anything bigger is refused
 
 
 class LoginMode(enum.Enum):
@@ -569,23 +572,14 @@ class FakeFmp(TwoPortFake):
         try:
             stream = await self._secure(tcp)
             while True:
-                request = await _next_request(conn, stream)
+                request = await next_request(conn, stream, max_body=REST_MAX_BODY)
                 if request is None:
                     return
-                status, body = self._answer_rest(request.target.decode("latin-1"))
+                status, body = self._answer_rest(request[0].target.decode("latin-1"))
                 if self.rest_delay:
                     await trio.sleep(self.rest_delay)
-                payload = json.dumps(body).encode()
-                headers = [
-                    ("content-type", "application/json"),
-                    ("content-length", str(len(payload))),
-                ]
-                await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-                await stream.send_all(conn.send(h11.Data(data=payload)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                if not await send_json(conn, stream, status, body):
                     return
-                conn.start_next_cycle()
         except (trio.BrokenResourceError, h11.RemoteProtocolError):
             return
 
@@ -689,21 +683,3 @@ def _reset(stream: trio.SocketStream) -> None:
     """Make the next close of ``stream`` send a TCP RST instead of a FIN."""
     with contextlib.suppress(OSError):  # already closed
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-async def _next_request(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Request | None:
-    """Read one request (body ignored); None when the client is done."""
-    request: h11.Request | None = None
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
-            if not data:
-                return None
-            conn.receive_data(bytes(data))
-        elif isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.EndOfMessage):
-            return request
-        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-            return None

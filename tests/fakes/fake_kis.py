@@ -48,7 +48,7 @@ import h11
 import trio
 import trio_websocket
 
-from .serving import TwoPortFake
+from .serving import TwoPortFake, next_request, send_json
 
 DEFAULT_APP_KEY = "PSfakeAppKey0123456789abcdefghijklmn"  # 36 chars, like real ones
 DEFAULT_APP_SECRET = "fake-app-secret-do-not-log"
@@ -440,22 +440,11 @@ class FakeKis(TwoPortFake):
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
         try:
             while True:
-                request = await _next_request(conn, stream)
+                request = await next_request(conn, stream, max_body=MAX_BODY)
                 if request is None:
                     return
-                head, body = request
-                status, answer = self._approve(head, body)
-                payload = json.dumps(answer).encode()
-                headers = [
-                    ("content-type", "application/json"),
-                    ("content-length", str(len(payload))),
-                ]
-                await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
-                await stream.send_all(conn.send(h11.Data(data=payload)))
-                await stream.send_all(conn.send(h11.EndOfMessage()))
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                if not await send_json(conn, stream, *self._approve(*request)):
                     return
-                conn.start_next_cycle()
         except (trio.BrokenResourceError, h11.RemoteProtocolError):
             return
 
@@ -482,28 +471,3 @@ def _reset(stream: trio.SocketStream) -> None:
     """Make the next close of ``stream`` send a TCP RST instead of a FIN."""
     with contextlib.suppress(OSError):  # already closed
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-async def _next_request(
-    conn: h11.Connection, stream: trio.SocketStream
-) -> tuple[h11.Request, bytes] | None:
-    """Read one request and its (bounded) body; None when the client is done."""
-    request: h11.Request | None = None
-    body = b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
-            if not data:
-                return None
-            conn.receive_data(data)
-        elif isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY:
-                return None
-        elif isinstance(event, h11.EndOfMessage):
-            return None if request is None else (request, body)
-        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-            return None

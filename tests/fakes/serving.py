@@ -3,10 +3,12 @@ for tests to wait on the fake's state without sleeping."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import partial
 from typing import Self
 
+import h11
 import trio
 
 LOOPBACK = "127.0.0.1"
@@ -45,3 +47,43 @@ class TwoPortFake:
 
     def _notify(self) -> None:
         self._changed.unpark_all()
+
+
+async def next_request(
+    conn: h11.Connection, stream: trio.abc.Stream, *, max_body: int
+) -> tuple[h11.Request, bytes] | None:
+    """Read one HTTP request and its body (at most ``max_body`` bytes); None when done."""
+    request: h11.Request | None = None
+    body = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(4096)
+            if not data:
+                return None
+            conn.receive_data(bytes(data))
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > max_body:
+                return None
+        elif isinstance(event, h11.EndOfMessage):
+            return None if request is None else (request, body)
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return None
+
+
+async def send_json(
+    conn: h11.Connection, stream: trio.abc.Stream, status: int, body: object
+) -> bool:
+    """Answer ``body`` as JSON; True if the connection may carry another request."""
+    payload = json.dumps(body).encode()
+    headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+    await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))
+    await stream.send_all(conn.send(h11.Data(data=payload)))
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+        return False
+    conn.start_next_cycle()
+    return True
