@@ -410,22 +410,23 @@ class WebSocketProvider(abc.ABC):
             await self._reader(ws, link)
 
     async def _reader(self, ws: ClientWebSocket, link: UpstreamLink) -> None:
-        # One watchdog scope whose deadline each frame pushes forward: a new cancel scope
+        # One watchdog scope whose deadline each read pushes forward: a new cancel scope
         # per frame would cost more than the frame's parsing.
         with trio.CancelScope() as watchdog:
             while True:
                 watchdog.deadline = trio.current_time() + self.watchdog
+                messages = await ws.get_messages()  # every frame of one read, at once
+                self.status.messages += len(messages)
+                self.status.last_message_at = link.now_ns() / 1e9
                 replies: list[str | bytes] = []
-                for message in await ws.get_messages():  # every frame of one read, at once
-                    replies += self._take(message, link)
+                for message in messages:
+                    replies += self._take(message)
                 for reply in replies:
                     await ws.send_message(reply)
         assert watchdog.cancelled_caught
         raise UpstreamError(f"no frame for {self.watchdog:g} s")
 
-    def _take(self, message: str | bytes, link: UpstreamLink) -> Sequence[str | bytes]:
-        self.status.messages += 1
-        self.status.last_message_at = link.now_ns() / 1e9
+    def _take(self, message: str | bytes) -> Sequence[str | bytes]:
         try:
             return self.handle_message(message)
         except MalformedFrame as exc:
