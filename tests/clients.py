@@ -99,6 +99,7 @@ async def memory_server(
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(build_hub(config).run)
         server = MemoryServer(hub, nursery, config, limits or client_limits(config))
+        await nursery.start(server.state.keep_alive.run)
         async with server.state.rest_holds:
             yield server
         nursery.cancel_scope.cancel()

@@ -141,14 +141,15 @@ async def test_linger_releases_upstream_after_the_delay_and_resubscribe_cancels_
 async def test_snapshot_is_the_first_update_then_live_updates(
     hub: Hub, kr: ScriptedProvider
 ) -> None:
-    async with hub.subscriber() as first, hub.subscriber() as late:
+    async with hub.subscriber() as first, hub.subscriber(max_backlog=0) as late:
         await hub.subscribe(first, ["005930"])
         kr.trade("005930", 71_500)
         kr.trade("005930", 71_600)
         await hub.subscribe(late, ["005930"])
         kr.trade("005930", 71_700)
-        (snapshot,) = await late.receive_batch()  # conflated: snapshot replaced by latest
+        (snapshot,) = await late.receive_batch()  # strict: snapshot replaced by latest
         assert (snapshot.seq, snapshot.last_price) == (3, 71_700)
+        assert [s.seq for s in await first.receive_batch()] == [1, 2, 3]  # queued, not conflated
     async with hub.subscriber(Policy.LOSSLESS) as lossless:
         await hub.subscribe(lossless, ["005930"])
         kr.trade("005930", 71_800)
@@ -157,10 +158,10 @@ async def test_snapshot_is_the_first_update_then_live_updates(
         assert [s.seq for s in batch] == [3, 4]
 
 
-async def test_conflating_memory_is_bounded_by_symbols_not_by_tick_rate(
+async def test_strict_conflating_memory_is_bounded_by_symbols_not_by_tick_rate(
     hub: Hub, kr: ScriptedProvider
 ) -> None:
-    async with hub.subscriber() as stalled:
+    async with hub.subscriber(max_backlog=0) as stalled:
         await hub.subscribe(stalled, ["000001", "000002"])
         for i in range(10_000):
             kr.trade("000001" if i % 2 else "000002", 1_000 + i)
@@ -294,7 +295,7 @@ async def test_unsubscribe_drops_pending_updates_of_that_symbol(
 async def test_statistics_count_published_delivered_conflated(
     hub: Hub, kr: ScriptedProvider
 ) -> None:
-    async with hub.subscriber() as sub:
+    async with hub.subscriber(max_backlog=0) as sub:
         await hub.subscribe(sub, ["005930"])
         for price in (1, 2, 3):
             kr.trade("005930", price)

@@ -3,8 +3,8 @@
 Reading is bounded three ways: the head's size (``MAX_HEAD_BYTES``, h11 answers 431 past
 it), the time a client may take to send it (``HEAD_TIMEOUT``, against slow senders), and
 the body's size (``MAX_BODY_BYTES``, 413). A WebSocket upgrade is not answered here: the
-caller takes :attr:`HttpConnection.raw_head` — every byte received for this request — and
-replays it to trio-websocket through :class:`ReplayStream`.
+caller answers it (:mod:`trio_stock.wsserver`) and takes the bytes that followed the head
+with :meth:`HttpConnection.take_trailing_data`.
 """
 
 from __future__ import annotations
@@ -111,6 +111,12 @@ class HttpConnection:
         body = b"" if _is_upgrade(headers) else await self._read_body(headers)
         return Request(event.method.decode("ascii"), path, query, headers, body)
 
+    def take_trailing_data(self) -> bytes:
+        """The bytes received after the request head: an upgraded protocol's first bytes."""
+        data = bytes(self._conn.trailing_data[0])
+        self.raw_head = bytearray()
+        return data
+
     async def _read_body(self, headers: Mapping[str, str]) -> bytes:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -207,32 +213,3 @@ def _reason(status: int) -> bytes:
 
 def _is_upgrade(headers: Mapping[str, str]) -> bool:
     return headers.get("upgrade", "").lower() == "websocket"
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that first returns bytes already read from ``stream``, then reads it.
-
-    The HTTP front reads the request head before it knows the request is a WebSocket
-    upgrade; trio-websocket must see the whole handshake, so those bytes are replayed.
-    """
-
-    def __init__(self, stream: trio.abc.Stream, already_read: bytes) -> None:
-        self.stream = stream
-        self._replay = already_read
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._replay:
-            await trio.lowlevel.checkpoint()
-            size = len(self._replay) if max_bytes is None else max_bytes
-            data, self._replay = self._replay[:size], self._replay[size:]
-            return data
-        return await self.stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()

@@ -3,11 +3,10 @@
 ::
 
     serve_http(hub, config)                  the listener (trio.serve_listeners)
+    ├── the keep-alive                       pings every WebSocket client (one task)
     └── one task per TCP connection          HTTP/1.1 on h11: REST with keep-alive, or
-        └── its own nursery                    hand an upgrade to trio-websocket with the
-            ├── trio-websocket's reader        bytes already read, then a ClientSession:
-            ├── the session's writer           reader (here), writer and keep-alive
-            └── the session's keep-alive
+        └── the session's nursery              answer an upgrade (wsserver) and run a
+            └── the session's writer           ClientSession: its reader (here), its writer
 
 Cancelling the listener closes every WebSocket client with 1001 within ``CLOSE_GRACE``.
 """
@@ -22,24 +21,24 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import trio
-import trio_websocket
 
 from .config import Config
 from .endpoints import metrics, rest
 from .endpoints.client import CLOSE_GOING_AWAY, ClientLimits, ClientSession
+from .endpoints.keepalive import KeepAlive
 from .endpoints.prices import PricesProtocol
 from .endpoints.protocol import ClientProtocol
 from .endpoints.stock import StockProtocol
 from .http import (
     HEAD_TIMEOUT,
     HttpConnection,
-    ReplayStream,
     Request,
     RequestError,
     Response,
     error_response,
 )
 from .hub import Hub, Policy
+from .wsserver import ServerWebSocket, handshake_response
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,7 @@ class ServerState:
         self.rest_holds = hub.subscriber(Policy.DISCARD, name="rest", max_symbols=REST_HOLD_LIMIT)
         self.connections = 0
         self.clients_by_protocol: Counter[str] = Counter()
+        self.keep_alive = KeepAlive(limits.ping_interval, limits.ping_timeout)
         self._client_ids = itertools.count(1)
 
     @property
@@ -98,6 +98,7 @@ async def serve_http(
     state = ServerState(hub, config, limits or client_limits(config))
     handler = functools.partial(handle_connection, state=state)
     async with state.rest_holds, trio.open_nursery() as nursery:
+        await nursery.start(state.keep_alive.run)
         await nursery.start(trio.serve_listeners, handler, listeners)
         log.info("listening on http://%s:%d", config.host, port)
         task_status.started(port)
@@ -105,75 +106,76 @@ async def serve_http(
 
 async def handle_connection(stream: trio.abc.Stream, *, state: ServerState) -> None:
     """Serve one TCP connection: HTTP requests until it closes, or one WebSocket."""
-    http = HttpConnection(stream)
     if state.connections >= state.config.max_clients:
-        await http.send_error(RequestError(503, "server is at its connection limit; retry later"))
+        error = RequestError(503, "server is at its connection limit; retry later")
+        await HttpConnection(stream).send_error(error)
         return
     state.connections += 1
     try:
-        await _serve_requests(http, state)
+        upgraded = await _serve_requests(HttpConnection(stream), state)
+        if upgraded is not None:  # the HTTP state is gone by now: a WebSocket keeps none of it
+            await _run_client(*upgraded, state)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the client vanished; nothing to answer
     finally:
         state.connections -= 1
 
 
-async def _serve_requests(http: HttpConnection, state: ServerState) -> None:
+async def _serve_requests(
+    http: HttpConnection, state: ServerState
+) -> tuple[ServerWebSocket, ClientProtocol] | None:
+    """Answer requests until the connection ends or is upgraded (then return the WebSocket)."""
     first = True
     while True:
         try:
             request = await http.next_request(first=first)
         except RequestError as error:
             await http.send_error(error)
-            return
+            return None
         if request is None:
-            return
+            return None
         first = False
         if request.is_websocket_upgrade:
-            await _upgrade(http, request, state)
-            return
+            return await _upgrade(http, request, state)
         await http.send(await route(request, state))
         if not http.keep_alive:
-            return
+            return None
 
 
-async def _upgrade(http: HttpConnection, request: Request, state: ServerState) -> None:
+async def _upgrade(
+    http: HttpConnection, request: Request, state: ServerState
+) -> tuple[ServerWebSocket, ClientProtocol] | None:
     protocol = PROTOCOLS.get(request.path)
     if protocol is None:
         await http.send_error(RequestError(404, f"no WebSocket endpoint at {request.path}"))
-        return
-    if (
-        "sec-websocket-key" not in request.headers
-        or request.headers.get("sec-websocket-version") != "13"
-    ):
+        return None
+    key = request.headers.get("sec-websocket-key")
+    if key is None or request.headers.get("sec-websocket-version") != "13":
         await http.send_error(RequestError(400, "not a valid WebSocket handshake (version 13)"))
-        return
-    replay = ReplayStream(http.stream, bytes(http.raw_head))
-    async with trio.open_nursery() as nursery:
-        ws = None
-        with trio.move_on_after(HEAD_TIMEOUT):  # the handshake only, not the session
-            ws_request = await trio_websocket.wrap_server_stream(
-                nursery, replay, max_message_size=state.limits.max_message_bytes
-            )
-            ws = await ws_request.accept()
-        if ws is not None:
-            await _run_client(ws, protocol, state)
-        nursery.cancel_scope.cancel()
+        return None
+    with trio.move_on_after(HEAD_TIMEOUT):  # the handshake only, not the session
+        await http.stream.send_all(handshake_response(key))
+        received = http.take_trailing_data()
+        ws = ServerWebSocket(http.stream, received, max_message_size=state.limits.max_message_bytes)
+        return ws, protocol
+    return None  # the client did not take the handshake answer in time
 
 
-async def _run_client(
-    ws: trio_websocket.WebSocketConnection, protocol: ClientProtocol, state: ServerState
-) -> None:
+async def _run_client(ws: ServerWebSocket, protocol: ClientProtocol, state: ServerState) -> None:
     session = ClientSession(ws, state.hub, protocol, state.limits, state.next_client_name(protocol))
     state.clients_by_protocol[protocol.name] += 1
+    state.keep_alive.sessions.add(session)
     code, reason = CLOSE_GOING_AWAY, "server shutting down"
     try:
         code, reason = await session.run()
     finally:
+        state.keep_alive.sessions.discard(session)
         state.clients_by_protocol[protocol.name] -= 1
-        if not session.write_interrupted:  # else the TCP stream just closes (serve_listeners)
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
-                await ws.aclose(code, reason)
+        with trio.CancelScope(shield=True):
+            if session.write_interrupted:  # cut mid-frame: no close frame may follow
+                await trio.aclose_forcefully(ws.stream)
+            else:
+                await ws.close(code, reason, grace=CLOSE_GRACE)
 
 
 # ---- REST routing ------------------------------------------------------------------

@@ -1,14 +1,16 @@
 """One WebSocket client: a reader, a writer and a keep-alive in the connection's nursery.
 
 The reader parses requests and runs the protocol's handlers one at a time, in order; the
-writer drains everything pending — replies first, then updates from the client's hub
-subscriber — and sends it with one write. Replies are queued synchronously right after
-the hub call that caused them, and the writer always sends queued replies before the
-updates it took, so a client sees ``subscription_result`` before that symbol's first price.
+writer drains everything pending — control frames and replies first, then updates from
+the client's hub subscriber — and sends it with one write. Replies are queued
+synchronously right after the hub call that caused them, and the writer always sends
+queued replies before the updates it took, so a client sees ``subscription_result``
+before that symbol's first price. Pings come from the server-wide keep-alive
+(:mod:`.keepalive`); a session has exactly two tasks (three for a lossless one).
 
 Bad input never ends a connection that can still be answered: each problem gets an
-``error`` message. What does end one: a message over the size limit (1009, by
-trio-websocket), a lossless client that fell too far behind (1013), a client that does
+``error`` message. What does end one: a message over the size limit (1009), a broken
+frame (1002/1007), a lossless client that fell too far behind (1013), a client that does
 not answer pings (1011), and the server shutting down (1001).
 """
 
@@ -21,11 +23,10 @@ from typing import Any
 import attrs
 import orjson
 import trio
-import trio_websocket
 
 from ..errors import SubscriberTooSlow
 from ..hub import Hub, Policy, Subscriber
-from ..wsbatch import send_frames, text_frame
+from ..wsserver import ConnectionClosed, ServerWebSocket, text_frame
 from .protocol import ClientProtocol, Payload
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011  # used for "no pong in time": the peer is unresponsive
 CLOSE_TRY_AGAIN_LATER = 1013  # a lossless client too slow for the feed
+TOO_SLOW_REASON = "client too slow: updates could not be delivered in time"
 STUCK_WRITE_GRACE = 2.0  # seconds a write may stay blocked after a lossless overflow
 
 
@@ -42,7 +44,8 @@ class ClientLimits:
     """Per-connection limits. Every rate and size from a client is bounded.
 
     Replies wait in a queue of ``reply_queue`` messages; when the client stops reading, the
-    reader stops reading too (TCP backpressure), so memory stays bounded.
+    reader stops reading too (TCP backpressure), so memory stays bounded. ``ping_interval``
+    and ``ping_timeout`` configure the server's keep-alive (:mod:`.keepalive`).
     """
 
     max_message_bytes: int = 64 * 1024
@@ -55,10 +58,6 @@ class ClientLimits:
     reply_queue: int = 64
     policy: Policy = Policy.CONFLATE
     lossless_capacity: int = 1024
-
-
-class PingTimeout(Exception):
-    """The client did not answer a ping in time."""
 
 
 @attrs.define
@@ -90,7 +89,7 @@ class ClientSession:
 
     def __init__(
         self,
-        ws: trio_websocket.WebSocketConnection,
+        ws: ServerWebSocket,
         hub: Hub,
         protocol: ClientProtocol,
         limits: ClientLimits,
@@ -104,8 +103,11 @@ class ClientSession:
         self.subscriber: Subscriber = hub.subscriber(
             limits.policy, name=name, capacity=limits.lossless_capacity
         )
-        self._send_reply, self._replies = trio.open_memory_channel[bytes](limits.reply_queue)
-        self._writer_idle: trio.CancelScope | None = None
+        ws.wake = self.subscriber.nudge  # a pong to send wakes the writer
+        self._outbox: list[bytes] = []  # replies, sent before the updates taken with them
+        self._outbox_room = trio.lowlevel.ParkingLot()
+        self._scope = trio.CancelScope()
+        self._ended_by: tuple[int, str] | None = None
         # True while a write is in flight. If the session ends then, the write was cut
         # mid-frame and the stream is in an unknown state: no close frame may follow.
         self.write_interrupted = False
@@ -115,37 +117,44 @@ class ClientSession:
     async def run(self) -> tuple[int, str]:
         """Serve until the client leaves; return the close code and reason to send."""
         try:
-            async with self.subscriber, trio.open_nursery() as nursery:
-                nursery.start_soon(self._write)
-                if self.limits.policy is Policy.LOSSLESS:  # only lossless subscribers are cut off
-                    nursery.start_soon(self._watch_too_slow)
-                if self.limits.ping_interval > 0:
-                    nursery.start_soon(self._keep_alive)
-                await self.reply(self.protocol.greeting())
-                await self._read()
-                nursery.cancel_scope.cancel()
+            with self._scope:
+                async with self.subscriber, trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write)
+                    if self.limits.policy is Policy.LOSSLESS:  # only these are cut off
+                        nursery.start_soon(self._watch_too_slow)
+                    await self.reply(self.protocol.greeting())
+                    await self._read()
+                    nursery.cancel_scope.cancel()
         except* SubscriberTooSlow:
-            outcome = (
-                CLOSE_TRY_AGAIN_LATER,
-                "client too slow: updates could not be delivered in time",
-            )
-        except* PingTimeout:
-            outcome = CLOSE_INTERNAL, f"no pong within {self.limits.ping_timeout:g} s"
-        except* trio_websocket.ConnectionClosed:
-            outcome = CLOSE_NORMAL, ""
-        else:
-            outcome = CLOSE_NORMAL, ""
-        return outcome
+            self._ended_by = self._ended_by or (CLOSE_TRY_AGAIN_LATER, TOO_SLOW_REASON)
+        except* ConnectionClosed:
+            pass  # the writer found the connection lost: ws.closed says so
+        if self._ended_by is not None:
+            return self._ended_by
+        closed = self.ws.closed
+        return (closed.code, closed.reason) if closed is not None else (CLOSE_NORMAL, "")
+
+    def ping(self, now: float) -> None:
+        """Send a keep-alive ping (:mod:`.keepalive`)."""
+        self.ws.ping(now)
+
+    def check_pong(self, now: float, timeout: float) -> None:
+        """End the session if the client left a ping unanswered for ``timeout`` seconds."""
+        since = self.ws.unanswered_ping_since
+        if since is not None and now - since >= timeout:
+            self._end(CLOSE_INTERNAL, f"no pong within {timeout:g} s")
+
+    def _end(self, code: int, reason: str) -> None:
+        if self._ended_by is None:
+            self._ended_by = code, reason
+        self._scope.cancel()
 
     async def reply(self, payload: Payload) -> None:
         """Queue ``payload`` for the writer; it goes out before any update taken after it."""
-        frame = text_frame(orjson.dumps(payload))
-        try:
-            self._send_reply.send_nowait(frame)  # no checkpoint before queuing: keeps the order
-        except trio.WouldBlock:
-            await self._send_reply.send(frame)  # the client is not reading: wait (backpressure)
-        if self._writer_idle is not None:
-            self._writer_idle.cancel()
+        self._outbox.append(text_frame(orjson.dumps(payload)))  # no checkpoint: keeps order
+        self.subscriber.nudge()
+        while len(self._outbox) > self.limits.reply_queue:
+            await self._outbox_room.park()  # the client is not reading: wait (backpressure)
         await trio.lowlevel.checkpoint()
 
     # ---- reader --------------------------------------------------------------------
@@ -153,10 +162,11 @@ class ClientSession:
     async def _read(self) -> None:
         while True:
             try:
-                message = await self.ws.get_message()
-            except trio_websocket.ConnectionClosed:
+                messages = await self.ws.receive_messages()
+            except ConnectionClosed:
                 return
-            await self._handle(message)
+            for message in messages:
+                await self._handle(message)
 
     async def _handle(self, message: str | bytes) -> None:
         if not self._messages.take():
@@ -202,28 +212,30 @@ class ClientSession:
     # ---- writer --------------------------------------------------------------------
 
     async def _write(self) -> None:
+        # The hot path of the gateway: one wake-up, one batch, one write. A queued reply
+        # or control frame nudges the subscriber, so receive_batch may return [].
+        receive, encode, ws = self.subscriber.receive_batch, self.protocol.encode, self.ws
         while True:
-            frames = self._take_replies()
-            if not frames:
-                with trio.CancelScope() as self._writer_idle:  # a new reply cancels the wait
-                    for state in await self.subscriber.receive_batch():
-                        frame = self.protocol.encode(state)
-                        if frame is not None:
-                            frames.append(frame)
-                self._writer_idle = None
-                frames = self._take_replies() + frames
+            states = await receive()
+            frames = self._take_outbox()
+            for state in states:
+                frame = encode(state)
+                if frame is not None:
+                    frames.append(frame)
             if frames:
                 self.write_interrupted = True
-                await send_frames(self.ws, frames)
+                await ws.send(b"".join(frames))
                 self.write_interrupted = False
 
-    def _take_replies(self) -> list[bytes]:
+    def _take_outbox(self) -> list[bytes]:
         frames: list[bytes] = []
-        while True:
-            try:
-                frames.append(self._replies.receive_nowait())
-            except trio.WouldBlock:
-                return frames
+        if self.ws.control:
+            frames, self.ws.control = self.ws.control, []
+        if self._outbox:
+            frames += self._outbox
+            self._outbox = []
+            self._outbox_room.unpark_all()
+        return frames
 
     async def _watch_too_slow(self) -> None:
         # A writer that is free reports a lossless overflow itself at its next receive,
@@ -232,13 +244,3 @@ class ClientSession:
         await self.subscriber.wait_too_slow()
         await trio.sleep(STUCK_WRITE_GRACE)
         raise SubscriberTooSlow(f"{self.name} stopped reading")
-
-    # ---- keep-alive ----------------------------------------------------------------
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await trio.sleep(self.limits.ping_interval)
-            with trio.move_on_after(self.limits.ping_timeout) as timeout:
-                await self.ws.ping()
-            if timeout.cancelled_caught:
-                raise PingTimeout

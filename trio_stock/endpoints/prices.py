@@ -20,7 +20,7 @@ from ..errors import InvalidSymbol
 from ..hub import SubscribeResult
 from ..model import SymbolState
 from ..symbols import normalize_symbol
-from ..wsbatch import text_frame
+from ..wsserver import text_frame
 from .protocol import ClientContext, Handler, Payload, changed_symbols, symbol_list
 
 GREETING = "Connected to real-time price stream"

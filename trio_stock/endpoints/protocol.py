@@ -42,7 +42,7 @@ class ClientProtocol(Protocol):
 
     def encode(self, state: SymbolState) -> bytes | None:
         """The update as a complete WebSocket frame, or None when this protocol does not
-        carry it (built once per state: see ``wsbatch.text_frame``)."""
+        carry it (built once per state: see ``wsserver.text_frame``)."""
         ...
 
 

@@ -21,7 +21,7 @@ import orjson
 from ..hub import FailureReason, SubscribeResult
 from ..model import Market, SymbolState, TickKind
 from ..symbols import is_korean_code
-from ..wsbatch import text_frame
+from ..wsserver import text_frame
 from .protocol import ClientContext, Handler, Payload, symbol_list
 
 KST = timezone(timedelta(hours=9))

@@ -8,11 +8,21 @@ from .hub import (
     UpstreamUsage,
 )
 from .results import Failure, FailureReason, SubscribeResult
-from .subscriber import Policy, Subscriber, SubscriberStatistics
+from .subscriber import (
+    DEFAULT_LOSSLESS_CAPACITY,
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_DELAY,
+    Policy,
+    Subscriber,
+    SubscriberStatistics,
+)
 
 __all__ = [
     "DEFAULT_ACK_TIMEOUT",
     "DEFAULT_LINGER",
+    "DEFAULT_LOSSLESS_CAPACITY",
+    "DEFAULT_MAX_BACKLOG",
+    "DEFAULT_MAX_DELAY",
     "Failure",
     "FailureReason",
     "Hub",

@@ -44,10 +44,13 @@ from ..upstream.contract import (
 from .results import Failure, FailureReason, SubscribeResult
 from .subscriber import (
     DEFAULT_LOSSLESS_CAPACITY,
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_DELAY,
     ConflatingSubscriber,
     DiscardingSubscriber,
     LosslessSubscriber,
     Policy,
+    StrictConflatingSubscriber,
     Subscriber,
 )
 
@@ -246,20 +249,33 @@ class Hub:
         name: str | None = None,
         capacity: int = DEFAULT_LOSSLESS_CAPACITY,
         max_symbols: int | None = None,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_delay: float = DEFAULT_MAX_DELAY,
     ) -> Subscriber:
         """Create a subscriber. Use it as ``async with hub.subscriber() as sub:``.
 
         Args:
             policy: ``CONFLATE`` (default), ``LOSSLESS`` or ``DISCARD``.
             name: For statistics and logs.
-            capacity: The lossless bound, in updates.
+            capacity: The lossless bound, in updates (at least 1).
             max_symbols: How many symbols it may hold (default: the hub's limit).
+            max_backlog: Conflating only: updates queued before the backlog collapses to
+                the latest state per symbol; 0 keeps at most one pending per symbol.
+            max_delay: Conflating only: seconds of feed time the queued updates may span
+                before the backlog collapses; ``math.inf`` turns this rule off.
+
+        Raises:
+            ValueError: a bound is out of range.
         """
         name = name or f"subscriber-{next(self._names)}"
         limit = self.max_symbols_per_subscriber if max_symbols is None else max_symbols
         sub: Subscriber
-        if policy is Policy.CONFLATE:
-            sub = ConflatingSubscriber(self, name, limit)
+        if policy is Policy.CONFLATE and max_backlog == 0:
+            sub = StrictConflatingSubscriber(self, name, limit, max_delay=max_delay)
+        elif policy is Policy.CONFLATE:
+            sub = ConflatingSubscriber(
+                self, name, limit, max_backlog=max_backlog, max_delay=max_delay
+            )
         elif policy is Policy.LOSSLESS:
             sub = LosslessSubscriber(self, name, limit, capacity)
         else:

@@ -4,20 +4,31 @@ A :class:`Subscriber` is a ``trio.abc.ReceiveChannel`` of :class:`SymbolState`. 
 offers it updates synchronously from ``publish``; the policy decides what happens when the
 consumer is slower than the feed:
 
-- ``CONFLATE`` (default): at most one pending update per symbol, latest wins, first-arrival
-  order kept. Memory is bounded by the number of symbols held, never by the tick rate.
-- ``LOSSLESS``: every update, in a bounded ``trio.open_memory_channel``. When it is full
-  the consumer is too slow: its stream ends with :class:`SubscriberTooSlow` (the server
-  closes such a client with 1013) and memory never grows past the bound.
+- ``CONFLATE`` (default): queue, then conflate. While the consumer keeps up it gets every
+  update, in arrival order. When the backlog grows past ``max_backlog`` updates, or the
+  oldest update queued since the last collapse is more than ``max_delay`` seconds older
+  than the newest (by ``SymbolState.received_ns``), the backlog collapses to the latest
+  state per symbol, in first-arrival order; later updates queue again until the rule
+  triggers again. Memory is bounded by ``max_backlog`` plus the number of symbols held,
+  never by the tick rate. ``max_backlog=0`` is strict conflation: at most one pending
+  update per symbol, latest wins.
+- ``LOSSLESS``: every update, in a buffer bounded by ``capacity``. When it is full the
+  consumer is too slow: its stream ends with :class:`SubscriberTooSlow` (the server closes
+  such a client with 1013), and the buffer is freed at once.
 - ``DISCARD``: holds symbols upstream and warm in the cache without receiving anything
   (the server's own REST subscriptions).
 
-Per symbol, a subscriber never receives an older state after a newer one.
+Per symbol, a subscriber never receives an older state after a newer one, nor the same
+state twice; unsubscribing a symbol drops its pending updates. :meth:`Subscriber.nudge`
+wakes a task blocked in :meth:`Subscriber.receive_batch` without an update (a client
+writer with a reply to send), so no cancel scope is needed around each wait.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
+import math
 from typing import TYPE_CHECKING
 
 import attrs
@@ -30,6 +41,14 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 DEFAULT_LOSSLESS_CAPACITY = 1024  # updates; ~1 KiB each as encoded text → ~1 MiB per client
+# Conflation starts past this many queued updates (~8 KiB of references per client: the
+# states themselves are shared by every subscriber of the symbol) …
+DEFAULT_MAX_BACKLOG = 1024
+# … or when the queued updates span more than this many seconds of feed time.
+DEFAULT_MAX_DELAY = 0.05
+# `_window_end` while nothing is queued since the last collapse or delivery: below any
+# received_ns (nanoseconds since the epoch), so the next offer takes the slow path.
+_NO_WINDOW = -(1 << 63)
 
 
 class Policy(enum.Enum):
@@ -70,6 +89,8 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
         self._closed = False
         self._delivered = 0
         self._conflated = 0
+        self._lot = trio.lowlevel.ParkingLot()  # receivers waiting for an update or a nudge
+        self._nudged = False
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -91,21 +112,55 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
             return
         self._closed = True
         self._hub._retire(self)
-        self._wake_receivers()
+        self._release()
+        self._lot.unpark_all()
 
     async def aclose(self) -> None:
         """Close (synchronously) and checkpoint."""
         self.close()
         await trio.lowlevel.checkpoint()
 
-    async def receive_batch(self) -> list[SymbolState]:
-        """Wait for at least one update and return every pending one, in order.
+    def nudge(self) -> None:
+        """Wake a task blocked in :meth:`receive_batch`, which then returns ``[]``.
+
+        A nudge while nobody waits is kept: the next :meth:`receive_batch` returns at once
+        (with whatever is pending, possibly nothing). Every return of ``receive_batch``
+        consumes it. :meth:`receive` ignores nudges. Never blocks.
+        """
+        self._nudged = True
+        if self._lot:
+            self._lot.unpark_all()
+
+    async def receive(self) -> SymbolState:
+        """Return the oldest pending update, waiting for one if needed.
 
         Raises:
             trio.ClosedResourceError: the subscriber was closed.
             SubscriberTooSlow: a lossless subscriber overflowed.
         """
-        raise NotImplementedError
+        parked = await self._wait(nudgeable=False)
+        state = self._take_one()
+        self._delivered += 1
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a busy consumer still yields
+        return state
+
+    async def receive_batch(self) -> list[SymbolState]:
+        """Wait for at least one update (or a nudge) and return every pending one, in order.
+
+        Returns:
+            The pending updates, oldest first; ``[]`` only after a :meth:`nudge`.
+
+        Raises:
+            trio.ClosedResourceError: the subscriber was closed.
+            SubscriberTooSlow: a lossless subscriber overflowed.
+        """
+        parked = await self._wait(nudgeable=True)
+        batch = self._take_all()
+        self._delivered += len(batch)
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()  # a busy consumer still yields
+        return batch
 
     def statistics(self) -> SubscriberStatistics:
         """This subscriber's counters."""
@@ -119,9 +174,6 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
             too_slow=self._too_slow(),
         )
 
-    # The hub's side. `_offer` runs inside `publish` for every subscriber of a symbol:
-    # it must never block and must stay cheap.
-
     async def wait_too_slow(self) -> None:
         """Return when this subscriber is cut off for being too slow (lossless only).
 
@@ -129,6 +181,24 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
         this learns of the overflow anyway.
         """
         await trio.sleep_forever()
+
+    async def _wait(self, *, nudgeable: bool) -> bool:
+        """Wait until an update is pending (or a nudge came); return True if this parked."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        while not self._has_pending():
+            self._check_usable()
+            if nudgeable and self._nudged:
+                break
+            await self._lot.park()
+            parked = True
+        self._check_usable()
+        if nudgeable:
+            self._nudged = False
+        return parked
+
+    # The hub's side. `_offer` runs inside `publish` for every subscriber of a symbol:
+    # it must never block and must stay cheap (an append and one comparison).
 
     def _offer(self, state: SymbolState) -> None:
         raise NotImplementedError
@@ -139,14 +209,28 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
     def _detach(self, symbol: str) -> None:
         self._symbols.discard(symbol)
 
+    # What each policy provides to the shared receive path.
+
+    def _has_pending(self) -> bool:
+        return False
+
+    def _take_one(self) -> SymbolState:
+        raise NotImplementedError
+
+    def _take_all(self) -> list[SymbolState]:
+        return []
+
     def _pending_count(self) -> int:
         return 0
 
     def _too_slow(self) -> bool:
         return False
 
-    def _wake_receivers(self) -> None:
-        pass
+    def _release(self) -> None:
+        """Free whatever is pending (the subscriber was closed)."""
+
+    def _check_usable(self) -> None:
+        self._check_open()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -154,155 +238,225 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
 
 
 class ConflatingSubscriber(Subscriber):
-    """At most one pending update per symbol; the latest wins, first-arrival order kept."""
+    """Every update while the consumer keeps up; the latest per symbol when it falls behind.
+
+    Pending updates are a *head* (the collapsed backlog: one latest state per symbol, in
+    first-arrival order) followed by a *tail* (updates queued since, in arrival order). A
+    collapse folds the tail into the head, so its cost is amortised over the updates that
+    filled the tail, and with ``max_backlog=0`` it is the old strict conflation.
+
+    Args:
+        hub: The hub that offers updates.
+        name: For statistics and logs.
+        max_symbols: How many symbols it may hold.
+        max_backlog: Queued updates (tail) beyond which the backlog collapses; 0 keeps at
+            most one pending update per symbol.
+        max_delay: Seconds of feed time (``received_ns``) the tail may span before the
+            backlog collapses; ``math.inf`` disables this rule.
+    """
 
     policy = Policy.CONFLATE
 
-    def __init__(self, hub: Hub, name: str, max_symbols: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        name: str,
+        max_symbols: int,
+        *,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        max_delay: float = DEFAULT_MAX_DELAY,
+    ) -> None:
+        if max_backlog < 0:
+            raise ValueError(f"max_backlog must be >= 0, not {max_backlog}")
+        if not max_delay >= 0:  # also refuses NaN
+            raise ValueError(f"max_delay must be >= 0 seconds, not {max_delay}")
         super().__init__(hub, name, max_symbols)
-        self._pending: dict[str, SymbolState] = {}
-        self._lot = trio.lowlevel.ParkingLot()
+        self.max_backlog = max_backlog
+        self.max_delay = max_delay
+        self._max_delay_ns = -_NO_WINDOW if math.isinf(max_delay) else round(max_delay * 1e9)
+        self._head: dict[str, SymbolState] = {}
+        self._tail: list[SymbolState] = []
+        # received_ns past which an offer collapses the backlog: the tail's first update's
+        # received_ns + max_delay, or _NO_WINDOW while the tail is empty.
+        self._window_end = _NO_WINDOW
 
     def _offer(self, state: SymbolState) -> None:
-        pending = self._pending
-        if state.symbol in pending:
-            self._conflated += 1
-        pending[state.symbol] = state  # an existing key keeps its place: arrival order holds
-        if self._lot:
-            self._lot.unpark_all()
+        tail = self._tail
+        tail.append(state)
+        if len(tail) > self.max_backlog or state.received_ns > self._window_end:
+            self._rare_offer(state)
+
+    def _rare_offer(self, state: SymbolState) -> None:
+        """The tail just got its first update, or the backlog must collapse."""
+        if self._window_end == _NO_WINDOW:  # the first: the window starts with it
+            self._window_end = state.received_ns + self._max_delay_ns
+            if self._lot:  # a receiver parks only while nothing is pending
+                self._lot.unpark_all()
+            if len(self._tail) <= self.max_backlog:
+                return
+        self._collapse()
+
+    def _collapse(self) -> None:
+        """Fold the tail into the head: the latest state per symbol, first arrival first."""
+        head = self._head
+        before = len(head) + len(self._tail)
+        for state in self._tail:
+            head[state.symbol] = state  # an existing key keeps its place: arrival order holds
+        self._conflated += before - len(head)
+        self._tail.clear()
+        self._window_end = _NO_WINDOW
 
     def _detach(self, symbol: str) -> None:
         super()._detach(symbol)
-        self._pending.pop(symbol, None)
+        self._head.pop(symbol, None)
+        if any(state.symbol == symbol for state in self._tail):
+            self._tail = [state for state in self._tail if state.symbol != symbol]
+            self._restart_window()
 
-    def _pending_count(self) -> int:
-        return len(self._pending)
+    def _restart_window(self) -> None:
+        tail = self._tail
+        self._window_end = tail[0].received_ns + self._max_delay_ns if tail else _NO_WINDOW
 
-    def _wake_receivers(self) -> None:
-        self._pending.clear()
-        self._lot.unpark_all()
+    def _has_pending(self) -> bool:
+        return bool(self._tail or self._head)
 
-    async def _wait_for_pending(self) -> bool:
-        """Wait until something is pending; return True if this already yielded."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        parked = False
-        while not self._pending:
-            self._check_open()
-            await self._lot.park()
-            parked = True
-        self._check_open()
-        return parked
-
-    async def receive(self) -> SymbolState:
-        """Return the oldest pending update, waiting for one if needed."""
-        parked = await self._wait_for_pending()
-        state = self._pending.pop(next(iter(self._pending)))
-        self._delivered += 1
-        if not parked:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+    def _take_one(self) -> SymbolState:
+        head = self._head
+        if head:
+            return head.pop(next(iter(head)))
+        state = self._tail.pop(0)  # at most max_backlog long: a short move
+        self._restart_window()
         return state
 
-    async def receive_batch(self) -> list[SymbolState]:
-        parked = await self._wait_for_pending()
-        batch = list(self._pending.values())
-        self._pending.clear()
-        self._delivered += len(batch)
-        if not parked:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+    def _take_all(self) -> list[SymbolState]:
+        batch = self._tail
+        self._tail = []
+        self._window_end = _NO_WINDOW
+        if self._head:  # only after a collapse
+            batch[:0] = self._head.values()
+            self._head.clear()
         return batch
+
+    def _pending_count(self) -> int:
+        return len(self._head) + len(self._tail)
+
+    def _release(self) -> None:
+        self._head.clear()
+        self._tail = []
+        self._window_end = _NO_WINDOW
+
+
+class StrictConflatingSubscriber(ConflatingSubscriber):
+    """A :class:`ConflatingSubscriber` with ``max_backlog=0``: one pending update per symbol.
+
+    The same behaviour as the generic class with that setting, with an ``_offer`` that
+    writes straight into the head instead of collapsing a one-update tail every time.
+    """
+
+    def __init__(
+        self, hub: Hub, name: str, max_symbols: int, *, max_delay: float = DEFAULT_MAX_DELAY
+    ) -> None:
+        super().__init__(hub, name, max_symbols, max_backlog=0, max_delay=max_delay)
+
+    def _offer(self, state: SymbolState) -> None:
+        head = self._head
+        symbol = state.symbol
+        if symbol in head:
+            self._conflated += 1
+        elif not head and self._lot:  # a receiver parks only while nothing is pending
+            self._lot.unpark_all()
+        head[symbol] = state  # an existing key keeps its place: arrival order holds
 
 
 class LosslessSubscriber(Subscriber):
-    """Every update, through a bounded memory channel; overflow ends the stream."""
+    """Every update, in a buffer of at most ``capacity``; overflow ends the stream.
+
+    Args:
+        hub: The hub that offers updates.
+        name: For statistics and logs.
+        max_symbols: How many symbols it may hold.
+        capacity: Pending updates beyond which the consumer is cut off (at least 1).
+    """
 
     policy = Policy.LOSSLESS
 
     def __init__(self, hub: Hub, name: str, max_symbols: int, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, not {capacity}")
         super().__init__(hub, name, max_symbols)
         self.capacity = capacity
-        self._send, self._recv = trio.open_memory_channel[SymbolState](capacity)
+        self._buffer: collections.deque[SymbolState] = collections.deque()
+        # The common path of `_offer` is one comparison against this: 0 while the buffer is
+        # empty (so its first update takes the slow path and wakes the receiver), else
+        # `capacity` (so an overflow takes it).
+        self._room = 0
         self._overflowed = False
         self._cut_off = trio.Event()
-        # Last seq delivered per symbol in the current subscription. A memory channel cannot
-        # take back what an unsubscribe made stale, so receive skips anything not newer:
-        # no repeat after a resubscribe's snapshot, never an older state.
-        self._delivered_seq: dict[str, int] = {}
 
     def _offer(self, state: SymbolState) -> None:
+        buffer = self._buffer
+        buffer.append(state)
+        if len(buffer) > self._room:
+            self._rare_offer()
+
+    def _rare_offer(self) -> None:
+        """The buffer just got its first update, overflowed, or is already cut off."""
+        buffer = self._buffer
         if self._overflowed:
-            return
-        try:
-            self._send.send_nowait(state)
-        except trio.WouldBlock:
+            buffer.clear()
+        elif len(buffer) > self.capacity:
             self._overflowed = True
-            self._send.close()
-            self._discard_buffer()  # the stream is over: free its memory now
+            self._release()  # the stream is over: free its memory now
             self._cut_off.set()
-        except trio.ClosedResourceError:
-            pass  # closed by the consumer; the hub detaches it right away
+            # No receiver to wake: one parks only while the buffer is empty, and the offer
+            # that ended that woke it. It raises SubscriberTooSlow when it runs.
+        else:
+            self._room = self.capacity
+            if self._lot:  # a receiver parks only while nothing is pending
+                self._lot.unpark_all()
 
     async def wait_too_slow(self) -> None:
         await self._cut_off.wait()
 
-    def _discard_buffer(self) -> None:
-        while True:
-            try:
-                self._recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
-
     def _detach(self, symbol: str) -> None:
         super()._detach(symbol)
-        self._delivered_seq.pop(symbol, None)
+        # A resubscribe's snapshot must not repeat, nor precede, what is still queued.
+        if any(state.symbol == symbol for state in self._buffer):
+            self._buffer = collections.deque(s for s in self._buffer if s.symbol != symbol)
+            if not self._buffer:
+                self._room = 0
 
-    def _fresh(self, state: SymbolState) -> bool:
-        if state.symbol not in self._symbols or state.seq <= self._delivered_seq.get(
-            state.symbol, 0
-        ):
-            return False
-        self._delivered_seq[state.symbol] = state.seq
-        return True
+    def _has_pending(self) -> bool:
+        return bool(self._buffer)
+
+    def _take_one(self) -> SymbolState:
+        state = self._buffer.popleft()
+        if not self._buffer:
+            self._room = 0
+        return state
+
+    def _take_all(self) -> list[SymbolState]:
+        batch = list(self._buffer)
+        self._buffer.clear()
+        self._room = 0
+        return batch
 
     def _pending_count(self) -> int:
-        return self._recv.statistics().current_buffer_used
+        return len(self._buffer)
 
     def _too_slow(self) -> bool:
         return self._overflowed
 
-    def _wake_receivers(self) -> None:
-        self._send.close()
-        self._recv.close()
+    def _release(self) -> None:
+        self._buffer.clear()
+        self._room = 0
 
-    def _raise_if_too_slow(self) -> None:
+    def _check_usable(self) -> None:
         if self._overflowed:
             raise SubscriberTooSlow(
                 f"subscriber {self.name!r} fell {self.capacity} updates behind and was cut off"
             )
-
-    async def receive(self) -> SymbolState:
-        """Return the next update of a symbol still held, waiting for one if needed."""
-        while True:
-            self._raise_if_too_slow()
-            self._check_open()
-            try:
-                state = await self._recv.receive()
-            except trio.EndOfChannel:
-                continue  # the send side closed: overflow (raised above) or close
-            if self._fresh(state):
-                self._delivered += 1
-                return state
-
-    async def receive_batch(self) -> list[SymbolState]:
-        batch = [await self.receive()]
-        while True:
-            try:
-                state = self._recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            if self._fresh(state):
-                batch.append(state)
-        self._delivered += len(batch) - 1
-        return batch
+        self._check_open()
 
 
 class DiscardingSubscriber(Subscriber):
@@ -310,21 +464,5 @@ class DiscardingSubscriber(Subscriber):
 
     policy = Policy.DISCARD
 
-    def __init__(self, hub: Hub, name: str, max_symbols: int) -> None:
-        super().__init__(hub, name, max_symbols)
-        self._lot = trio.lowlevel.ParkingLot()
-
     def _offer(self, state: SymbolState) -> None:
         pass
-
-    def _wake_receivers(self) -> None:
-        self._lot.unpark_all()
-
-    async def receive(self) -> SymbolState:
-        """Never returns an update; raises once closed."""
-        while True:
-            self._check_open()
-            await self._lot.park()
-
-    async def receive_batch(self) -> list[SymbolState]:
-        return [await self.receive()]
