@@ -89,13 +89,14 @@ class SymbolState:
     change_rate: float | None = None
     record_seq: str = "001"
     # Each wire format encodes a state once; every subscriber then sends the same bytes.
-    _wire: dict[str, bytes] = attrs.field(init=False, factory=dict, eq=False, repr=False)
+    # Client writers read it directly (``wire.get(name)``): the hottest lookup there is.
+    wire: dict[str, bytes] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     def encoded(self, wire_format: str, encode: Callable[[SymbolState], bytes]) -> bytes:
         """Return this state in ``wire_format``, encoding it on first use only."""
-        text = self._wire.get(wire_format)
+        text = self.wire.get(wire_format)
         if text is None:
-            text = self._wire[wire_format] = encode(self)
+            text = self.wire[wire_format] = encode(self)
         return text
 
 

@@ -213,18 +213,18 @@ class ClientSession:
 
     async def _write(self) -> None:
         # The hot path of the gateway: one wake-up, one batch, one write. A queued reply
-        # or control frame nudges the subscriber, so receive_batch may return [].
-        receive, encode, ws = self.subscriber.receive_batch, self.protocol.encode, self.ws
+        # or control frame nudges the subscriber, so receive_batch may return []. Frames
+        # come from each state's cache; only the first client to send a state encodes it.
+        receive, ws = self.subscriber.receive_batch, self.ws
+        wire_format, encode = self.protocol.name, self.protocol.encode
         while True:
             states = await receive()
             frames = self._take_outbox()
-            for state in states:
-                frame = encode(state)
-                if frame is not None:
-                    frames.append(frame)
-            if frames:
+            frames += [state.wire.get(wire_format) or encode(state) for state in states]
+            data = b"".join(frames)  # a state this protocol does not carry encodes to b""
+            if data:
                 self.write_interrupted = True
-                await ws.send(b"".join(frames))
+                await ws.send(data)
                 self.write_interrupted = False
 
     def _take_outbox(self) -> list[bytes]:

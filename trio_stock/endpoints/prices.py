@@ -10,6 +10,7 @@ Korean codes are accepted here too and routed to the Korean provider.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,7 @@ async def ping(ctx: ClientContext, message: Mapping[str, Any]) -> None:
     await ctx.reply({"type": "pong"})
 
 
+@functools.lru_cache(maxsize=64)  # a feed read stamps all its ticks with one receive time
 def iso_time(epoch_ns: int) -> str:
     """Epoch nanoseconds as ISO-8601 UTC with milliseconds."""
     return datetime.fromtimestamp(epoch_ns / 1e9, UTC).isoformat(timespec="milliseconds")
@@ -144,5 +146,5 @@ class PricesProtocol:
     def greeting(self) -> Payload:
         return {"type": "connected", "message": GREETING}
 
-    def encode(self, state: SymbolState) -> bytes | None:
+    def encode(self, state: SymbolState) -> bytes:
         return state.encoded(self.name, encode_price_update)

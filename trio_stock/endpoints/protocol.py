@@ -40,9 +40,9 @@ class ClientProtocol(Protocol):
         """The message sent when a client connects."""
         ...
 
-    def encode(self, state: SymbolState) -> bytes | None:
-        """The update as a complete WebSocket frame, or None when this protocol does not
-        carry it (built once per state: see ``wsserver.text_frame``)."""
+    def encode(self, state: SymbolState) -> bytes:
+        """The update as a complete WebSocket frame, ``b""`` when this protocol does not
+        carry it; built once per state and kept in ``state.wire[name]`` (``text_frame``)."""
         ...
 
 

@@ -172,10 +172,10 @@ class StockProtocol:
             "actions": list(self.actions),
         }
 
-    def encode(self, state: SymbolState) -> bytes | None:
+    def encode(self, state: SymbolState) -> bytes:
         # A stock_price is a trade (체결); quotes and cancels have no price/volume of their own.
         if state.market is not Market.KR or state.kind is not TickKind.TRADE:
-            return None
+            return b""
         if state.last_price is None:
-            return None
+            return b""
         return state.encoded(self.name, encode_stock_price)
