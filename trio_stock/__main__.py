@@ -9,6 +9,7 @@ SIGINT/SIGTERM shut down gracefully: clients are closed with 1001, upstream rele
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -87,6 +88,10 @@ async def run(config: Config) -> None:
         async with trio.open_nursery() as nursery:
             gateway = await nursery.start(serve, config)
             print(banner(gateway), flush=True)
+            # Everything alive now (modules, classes, configuration) lives as long as the
+            # process: keep it out of every later full collection, which otherwise
+            # traverses it all and pauses the event loop (bench: 45-130 ms -> 20-30 ms).
+            gc.freeze()
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
