@@ -96,3 +96,18 @@ def test_help_documents_every_setting_with_its_environment_variable() -> None:
     ):
         assert flag in text and env in text
     assert "--kis-app-key" not in text and "--fmp-api-key" not in text  # secrets: env only
+
+
+def test_garbage_collector_tuning_freezes_the_start_up_heap() -> None:
+    import gc
+
+    from trio_stock.__main__ import GC_YOUNG_THRESHOLD, tune_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        assert gc.get_freeze_count() > 1000  # modules, classes: out of every collection
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
