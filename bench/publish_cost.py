@@ -3,7 +3,8 @@
     python bench/publish_cost.py [--subscribers 1000] [--ticks 2000] [--policy conflate]
 
 Subscribers are offered every update (nobody reads during the timed loop, so conflating
-subscribers conflate and lossless ones queue up to their bound). Reports publishes/s and
+subscribers queue up to their backlog and then collapse it, and lossless ones queue up to
+their bound). Reports publishes/s and
 updates/s (publishes × subscribers), best of 5 runs of wall-clock time.
 """
 
