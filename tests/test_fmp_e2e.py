@@ -32,7 +32,7 @@ from .fakes.fake_fmp import FakeFmp
 
 KEY = "fmp-e2e-key-c0ffee42"
 PRICES = "/api/v2/realtime/ws/prices"
-READY = re.compile(r"http://127\.0\.0\.1:(\d+)")
+READY = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")  # not a logged request URL
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from .clients import real_websocket
 from .fakes.fake_kis import DEFAULT_APP_KEY, DEFAULT_APP_SECRET, FakeKis, trade_record
 
 SAMSUNG, HYNIX, KAKAO = "005930", "000660", "035720"
-READY = re.compile(r"http://127\.0\.0\.1:(\d+)")
+READY = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")  # not the DEBUG log of a request
 
 
 async def recv(ws: trio_websocket.WebSocketConnection, kind: str) -> dict[str, Any]:
