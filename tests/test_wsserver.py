@@ -186,3 +186,23 @@ async def test_direct_socket_write_to_a_closed_peer_is_1006() -> None:
             for _ in range(3):  # the first write may still land in the buffer
                 await ws.send(b"x" * 100_000)
     assert closed.value.code == 1006
+
+
+async def test_a_closed_connection_leaves_no_reference_cycle() -> None:
+    """Its objects go with their last reference, not at some later full collection."""
+    import gc
+    import weakref
+
+    client, server = trio.testing.memory_stream_pair()
+    ws = ServerWebSocket(server, max_message_size=LIMIT)
+    await client.aclose()
+    for _ in range(2):
+        with pytest.raises(ConnectionClosed):
+            await ws.receive_messages()
+    gone = weakref.ref(ws)
+    gc.disable()
+    try:
+        del ws, server
+        assert gone() is None
+    finally:
+        gc.enable()

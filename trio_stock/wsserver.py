@@ -121,17 +121,25 @@ class ServerWebSocket:
         """
         while not self._pending:
             if self.closed is not None:
-                raise self.closed
+                raise self._closed_error()
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
                 self.closed = ConnectionClosed(ABNORMAL_CLOSURE, "connection lost")
-                raise self.closed
+                raise self._closed_error()
             self._parse(data)
         messages, self._pending = self._pending, []
         return messages
+
+    def _closed_error(self) -> ConnectionClosed:
+        # A copy to raise: the stored one never gets a traceback, whose frames would refer
+        # back to this connection (a cycle that outlives every closed client until a full
+        # garbage collection).
+        assert self.closed is not None
+        closed = self.closed
+        return ConnectionClosed(closed.code, closed.reason, by_peer=closed.by_peer)
 
     def ping(self, now: float) -> None:
         """Queue a ping for the writer; remember when the oldest unanswered one went out."""
@@ -185,14 +193,14 @@ class ServerWebSocket:
             ConnectionClosed: the connection is lost (1006).
         """
         if self.closed is not None and self.closed.code == ABNORMAL_CLOSURE:
-            raise self.closed
+            raise self._closed_error()
         try:
             sent = self._write_now(data)
             if sent < len(data):
                 await self.stream.send_all(memoryview(data)[sent:])
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = ConnectionClosed(ABNORMAL_CLOSURE, "connection lost")
-            raise self.closed from None
+            raise self._closed_error() from None
 
     def _write_now(self, data: bytes) -> int:
         if self._fd < 0:
