@@ -24,11 +24,12 @@ import base64
 import hashlib
 import os
 from collections.abc import Callable
-from typing import cast
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from .wsmessage import MESSAGE_TOO_BIG, MessageAssembler, MessageTooBig
 
 RECEIVE_SIZE = 16 * 1024  # bytes per read; requests are small, messages are size-limited
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
@@ -38,7 +39,6 @@ PING_PAYLOAD = b"tsk?"
 
 NORMAL_CLOSURE = 1000
 ABNORMAL_CLOSURE = 1006  # never sent: the connection was lost without a close frame
-MESSAGE_TOO_BIG = 1009
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -103,8 +103,7 @@ class ServerWebSocket:
         self.closed: ConnectionClosed | None = None
         self.unanswered_ping_since: float | None = None
         self._protocol = Connection(ConnectionType.SERVER)
-        self._parts: list[str | bytes] = []
-        self._size = 0
+        self._assembler = MessageAssembler(max_message_size)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._pending: list[str | bytes] = []
         if received:
@@ -166,20 +165,13 @@ class ServerWebSocket:
                 return
 
     def _take_part(self, data: str | bytes | bytearray, finished: bool) -> None:
-        self._size += len(data)
-        if self._size > self.max_message_size:
-            self.closed = ConnectionClosed(
-                MESSAGE_TOO_BIG, f"message over {self.max_message_size} bytes"
-            )
+        try:
+            message = self._assembler.add(data, finished)
+        except MessageTooBig as exc:
+            self.closed = ConnectionClosed(MESSAGE_TOO_BIG, str(exc))
             return
-        self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
-        if finished:
-            parts = self._parts
-            if isinstance(parts[0], str):
-                self._pending.append("".join(cast("list[str]", parts)))
-            else:
-                self._pending.append(b"".join(cast("list[bytes]", parts)))
-            self._parts, self._size = [], 0
+        if message is not None:
+            self._pending.append(message)
 
     # ---- sending -------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ Pings from the server are answered; no pings are sent (protocols/kis.md §8.2).
 from __future__ import annotations
 
 from collections import deque
-from typing import cast
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -33,11 +32,11 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ..errors import UpstreamError
+from ..wsmessage import MESSAGE_TOO_BIG, MessageAssembler, MessageTooBig
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: also the most one batch of messages can span
 ABNORMAL_CLOSURE = 1006
 PROTOCOL_ERROR = 1002
-MESSAGE_TOO_BIG = 1009
 
 
 class WebSocketClosed(UpstreamError):
@@ -62,8 +61,7 @@ class ClientWebSocket:
         self.closed: WebSocketClosed | None = None
         self._protocol = WSConnection(ConnectionType.CLIENT)
         self._messages: deque[str | bytes] = deque()
-        self._parts: list[str | bytes] = []
-        self._size = 0
+        self._assembler = MessageAssembler(max_message_size)
         self._send_lock = trio.Lock()
 
     @classmethod
@@ -166,22 +164,13 @@ class ClientWebSocket:
         return b""
 
     def _take_part(self, data: str | bytes | bytearray, finished: bool) -> None:
-        if isinstance(data, bytearray):
-            data = bytes(data)
-        self._size += len(data)
-        if self._size > self.max_message_size:
-            self.closed = WebSocketClosed(
-                MESSAGE_TOO_BIG, f"message over {self.max_message_size} bytes"
-            )
+        try:
+            message = self._assembler.add(data, finished)
+        except MessageTooBig as exc:
+            self.closed = WebSocketClosed(MESSAGE_TOO_BIG, str(exc))
             return
-        self._parts.append(data)
-        if finished:
-            parts = self._parts
-            if isinstance(parts[0], str):
-                self._messages.append("".join(cast("list[str]", parts)))
-            else:
-                self._messages.append(b"".join(cast("list[bytes]", parts)))
-            self._parts, self._size = [], 0
+        if message is not None:
+            self._messages.append(message)
 
     async def _send_bytes(self, data: bytes) -> None:
         async with self._send_lock:
