@@ -26,7 +26,15 @@ from trio_stock.hub import FailureReason, Hub, Policy
 from trio_stock.model import Market, Tick, TickKind
 from trio_stock.upstream.backoff import Backoff
 from trio_stock.upstream.contract import ProviderState
-from trio_stock.upstream.session import MalformedFrame, SessionRefused, WebSocketProvider
+from trio_stock.upstream.session import (
+    HANDLER_WARNING_INTERVAL,
+    QUOTA_PROBE_AFTER,
+    TIME_MAX_NS,
+    MalformedFrame,
+    SessionRefused,
+    WebSocketProvider,
+    tick_problem,
+)
 from trio_stock.upstream.wsclient import ClientWebSocket
 
 from .conftest import EPOCH_NS
@@ -127,6 +135,8 @@ class ToyProvider(WebSocketProvider):
         super().__init__(name="toy", market=Market.US, **kwargs)
         self._url = url
         self.ended = 0
+        self.explode: set[str] = set()  # symbols whose register_frames raises KeyError once
+        self.explode_on_end = False  # session_ended raises RuntimeError
 
     def url(self) -> str:
         return self._url
@@ -140,6 +150,10 @@ class ToyProvider(WebSocketProvider):
             raise AuthFailed("toy login denied")
 
     def register_frames(self, symbols: Sequence[str]) -> list[str]:
+        for symbol in symbols:
+            if symbol in self.explode:
+                self.explode.discard(symbol)
+                raise KeyError(symbol)  # a bug in a hook, raised inside the sender task
         return [json.dumps({"op": "sub", "s": s}) for s in symbols]
 
     def unregister_frames(self, symbols: Sequence[str]) -> list[str]:
@@ -157,11 +171,14 @@ class ToyProvider(WebSocketProvider):
             self.answer(frame["ack"], reason, "" if frame["ok"] else "toy says no")
         elif "tick" in frame:
             now = self.now_ns()
-            self.publish(Tick(frame["tick"], TickKind.TRADE, now, now, price=frame["price"]))
+            t = frame.get("t", now)
+            self.publish(Tick(frame["tick"], TickKind.TRADE, t, now, price=frame["price"]))
         return []
 
     def session_ended(self) -> None:
         self.ended += 1
+        if self.explode_on_end:
+            raise RuntimeError("session_ended broke")
 
 
 # ---- fixtures ----------------------------------------------------------------------------
@@ -393,3 +410,117 @@ async def test_answers_for_withdrawn_symbols_are_ignored(
         assert provider.statistics().registrations == 1
         nursery.cancel_scope.cancel()
     assert "sekrit" not in caplog.text
+
+
+# ---- the error boundary ------------------------------------------------------------------
+
+
+async def test_a_frame_that_breaks_the_handler_is_counted_and_the_session_lives(
+    autojump_clock: trio.testing.MockClock, server: ToyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with trio.open_nursery() as nursery:
+        provider, hub = await start(server, nursery)
+        async with hub.subscriber(Policy.LOSSLESS) as sub:
+            assert (await hub.subscribe(sub, ["AAA"])).ok
+            await server.push({"ack": "AAA"})  # no "ok": the toy handler raises KeyError
+            await server.push({"tick": "AAA"})  # no "price": KeyError again
+            await server.push({"tick": "AAA", "price": 4.0})
+            assert (await sub.receive()).last_price == 4.0
+            await trio.sleep(HANDLER_WARNING_INTERVAL)
+            await server.push("7")  # TypeError: argument of type 'int' is not iterable
+            await server.push({"tick": "AAA", "price": 5.0})
+            assert (await sub.receive()).last_price == 5.0
+        stats = provider.statistics()
+        assert stats.malformed == 3
+        assert (stats.connects, server.connects, stats.state) == (1, 1, ProviderState.CONNECTED)
+        nursery.cancel_scope.cancel()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    # One line per interval, not one per frame: the first two failures were in one interval.
+    assert [r.getMessage() for r in warnings] == [
+        "toy: skipped a frame its handler failed on (KeyError); the session goes on",
+        "toy: skipped a frame its handler failed on (TypeError); the session goes on",
+    ]
+    assert all(r.exc_info is None for r in warnings)
+    tracebacks = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
+    assert len(tracebacks) == 3  # every failure's traceback, at DEBUG
+    assert "sekrit" not in caplog.text
+
+
+async def test_a_bug_in_the_sender_task_ends_the_session_only(
+    autojump_clock: trio.testing.MockClock, server: ToyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with trio.open_nursery() as nursery:
+        provider, hub = await start(server, nursery)
+        provider.explode = {"BBB"}
+        provider.explode_on_end = True  # and the cleanup hook fails too
+        async with hub.subscriber(Policy.LOSSLESS) as sub:
+            assert (await hub.subscribe(sub, ["AAA"])).ok
+            # The sender raises KeyError('BBB') in the session's nursery: the session ends,
+            # the provider reconnects and registers both (the hook works the second time).
+            assert (await hub.subscribe(sub, ["BBB"])).ok
+            assert server.connects == 2
+            await server.push({"tick": "BBB", "price": 2.5})
+            assert (await sub.receive()).last_price == 2.5
+        stats = provider.statistics()
+        assert stats.connects == 2 and stats.state is ProviderState.CONNECTED
+        assert stats.last_error == "unexpected KeyError: 'BBB'"
+        assert provider.ended == 1
+        nursery.cancel_scope.cancel()
+    assert "session_ended failed" in caplog.text
+
+
+def test_tick_problem_names_the_field_out_of_bounds() -> None:
+    now = EPOCH_NS
+    good = Tick("AAA", TickKind.TRADE, now, now, price=1.0, size=0.0, change=-0.5)
+    assert tick_problem(good) is None
+    assert tick_problem(Tick("AAA", TickKind.TRADE, 5, 5, price=1.0)) is None  # our own clock
+    bad = [
+        (Tick("AAA", TickKind.TRADE, 2**64, now, price=1.0), "provider_time_ns"),
+        (Tick("AAA", TickKind.TRADE, TIME_MAX_NS, now, price=1.0), "time window"),
+        (Tick("AAA", TickKind.TRADE, now, now, price=0.0), "price"),
+        (Tick("AAA", TickKind.TRADE, now, now, price=1e300), "price"),
+        (Tick("AAA", TickKind.QUOTE, now, now, bid=float("nan")), "bid"),
+        (Tick("AAA", TickKind.TRADE, now, now, price=1.0, size=-1.0), "size"),
+        (Tick("AAA", TickKind.TRADE, now, now, price=1.0, volume=float("inf")), "volume"),
+        (Tick("AAA", TickKind.TRADE, now, now, price=1.0, change_rate=1e7), "change_rate"),
+        (Tick("", TickKind.TRADE, now, now, price=1.0), "symbol"),
+    ]
+    for tick, field in bad:
+        problem = tick_problem(tick)
+        assert problem is not None and field in problem, (tick, problem)
+
+
+async def test_implausible_ticks_never_reach_the_hub(
+    autojump_clock: trio.testing.MockClock, server: ToyServer
+) -> None:
+    async with trio.open_nursery() as nursery:
+        provider, hub = await start(server, nursery)
+        async with hub.subscriber(Policy.LOSSLESS) as sub:
+            assert (await hub.subscribe(sub, ["AAA"])).ok
+            await server.push({"tick": "AAA", "price": 1e300})
+            await server.push({"tick": "AAA", "price": 1.0, "t": 10**30})
+            await server.push({"tick": "AAA", "price": 6.0})
+            state = await sub.receive()
+            assert state.last_price == 6.0 and state.seq == 1  # the first update the hub saw
+        assert provider.statistics().malformed == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_adapted_quota_is_probed_again_after_a_while(
+    autojump_clock: trio.testing.MockClock, server: ToyServer
+) -> None:
+    provider = ToyProvider(server.url, quota=10)
+    provider.adapt_quota(2)
+    assert (provider.quota, provider.statistics().quota) == (2, 2)
+    await trio.sleep(QUOTA_PROBE_AFTER - 1)
+    provider.adapt_quota(3)  # a second refusal restarts the wait
+    await trio.sleep(QUOTA_PROBE_AFTER - 1)
+    assert provider.quota == 3
+    await trio.sleep(1)
+    assert provider.quota == 10
+    provider.adapt_quota(1)
+    provider.set_quota(4)  # for good: no probe brings 10 back
+    await trio.sleep(2 * QUOTA_PROBE_AFTER)
+    assert provider.quota == 4

@@ -35,15 +35,36 @@ a registration: ``self.answer(symbol)`` on success, ``self.answer(symbol, reason
 on refusal. Only unanswered subscribes are answered to the hub; an answer for a symbol no
 longer wanted is ignored; a success marks the symbol as registered in this session (it
 counts in ``registrations``). Ticks go out through :meth:`publish`, stamped with
-:meth:`now_ns`. ``handle_message`` raises :class:`MalformedFrame` for a frame it cannot
-parse: the frame is counted (``malformed``) and skipped, the session lives on.
+:meth:`now_ns`.
+
+Untrusted input. Whatever an upstream sends is input from outside, and every number in a
+tick ends up in ``orjson`` and ``datetime`` in every subscribed client's writer: one
+out-of-range value there would break all of them at once. So the parsers hold each field
+to the bounds below (``TIME_MIN_NS``..``TIME_MAX_NS``, ``PRICE_MIN``..``PRICE_MAX``,
+``SIZE_MAX``, ``CHANGE_RATE_MAX``; :func:`tick_problem` says which a tick breaks), and
+:meth:`publish` checks every tick once more before the hub sees it. A frame
+``handle_message`` cannot parse raises :class:`MalformedFrame`; a record it cannot use is
+counted by the subclass and skipped while the frame's other records are published. The
+engine is the error boundary of each frame: a :class:`MalformedFrame`, and any other
+``Exception`` a handler raises except the :class:`~trio_stock.errors.UpstreamError`
+family, counts the frame as ``malformed`` (one WARNING line, the traceback at DEBUG) and
+the session lives on.
 
 Failures. Any ``Exception`` ending a session (connect error, close, watchdog, an
-``UpstreamError`` raised by a hook) sets ``BACKING_OFF`` and waits ``Backoff.failed()``
-seconds; :class:`SessionRefused` may ask for a longer wait (``retry_after``).
-:class:`~trio_stock.errors.AuthFailed` sets ``AUTH_FAILED`` and never retries (the
-configuration must change). A *watchdog* reconnects a session that received no frame of
-any kind for ``watchdog`` seconds (protocols/kis.md §8.3: dead sockets without a close).
+``UpstreamError`` raised by a hook, or a bug in a hook or a task of the session, e.g. the
+sender) sets ``BACKING_OFF`` and waits ``Backoff.failed()`` seconds; it never ends
+:meth:`run`: only cancellation does (and a ``BaseException`` that is not an ``Exception``,
+such as ``KeyboardInterrupt``). :class:`SessionRefused` may ask for a longer wait
+(``retry_after``). :class:`~trio_stock.errors.AuthFailed` sets ``AUTH_FAILED`` and never
+retries (the configuration must change). A *watchdog* reconnects a session that received no
+frame of any kind for ``watchdog`` seconds (protocols/kis.md §8.3: dead sockets without a
+close).
+
+Quota. :meth:`adapt_quota` lowers the quota to what the upstream accepted (KIS answers
+``OPSP0008`` below its documented cap, kis.md §7) for ``quota_probe_after`` seconds of
+Trio's clock; then the configured quota is offered again, so the next subscribe probes the
+upstream's cap once more instead of the quota shrinking for ever. :meth:`set_quota` changes
+it for good.
 
 Sockets. The engine opens the TCP stream itself and closes it itself (in a ``finally``),
 and speaks WebSocket over it with :class:`~.wsclient.ClientWebSocket`, which hands the
@@ -57,7 +78,8 @@ Shutdown. On cancellation the session unregisters what it registered and closes 
 WebSocket, shielded and bounded by ``shutdown_grace`` seconds.
 
 Failure texts. ``last_error`` holds the text of the exception that ended the last session
-(``OSError``/trio-websocket texts, or the hook's own words); ``detail`` the text of a
+(``OSError``/trio-websocket texts, or the hook's own words; an unexpected exception shows
+its type), at most ``MAX_ERROR_TEXT`` characters; ``detail`` the text of a
 :class:`SessionRefused`. Hooks must raise with texts that carry no secret.
 
 Statistics (``statistics()``) come from :attr:`status`, a :class:`~.contract.ProviderStatus`
@@ -68,6 +90,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import ssl
 from collections.abc import Sequence
 from typing import ClassVar
@@ -94,10 +117,72 @@ DEFAULT_WATCHDOG = 60.0  # seconds without any inbound frame before reconnecting
 DEFAULT_CONNECT_TIMEOUT = 15.0  # seconds for before_connect + TCP + handshake + login
 DEFAULT_SHUTDOWN_GRACE = 2.0  # seconds to unregister and close on cancellation
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB; batched KIS frames reach tens of KB (kis.md §5)
+QUOTA_PROBE_AFTER = 300.0  # seconds an adapted (lowered) quota holds before a new probe
+HANDLER_WARNING_INTERVAL = 10.0  # at most one WARNING per this many seconds for broken frames
+MAX_ERROR_TEXT = 300  # characters of an exception's text kept in last_error and logs
+
+# ---- plausibility bounds of upstream numbers (see "Untrusted input" above) ---------------
+NS_PER_S = 1_000_000_000
+# Provider times: 2000-01-01T00:00:00Z inclusive .. 2100-01-01T00:00:00Z exclusive, in epoch
+# ns. Far inside int64 and datetime's range, so no encoder can overflow on them.
+TIME_MIN_NS = 946_684_800 * NS_PER_S
+TIME_MAX_NS = 4_102_444_800 * NS_PER_S
+# Prices (trade, bid, ask, open, high, low, previous close), in the market's currency: a
+# millionth of a unit up to a billion units (Berkshire A is under $1e6, the dearest KRX
+# stock under 1e7 won). The floor keeps a derived change rate (change / previous close)
+# finite.
+PRICE_MIN = 1e-6
+PRICE_MAX = 1e9
+# Sizes and volumes (shares): 0 up to 1e15, above any day's volume of any stock and still
+# exact in a float (< 2**53).
+SIZE_MAX = 1e15
+# Change vs the previous close: |change| <= PRICE_MAX; |change rate| <= 1e6 percent.
+CHANGE_RATE_MAX = 1e6
 
 
 class MalformedFrame(UpstreamError):
     """An inbound frame could not be parsed. It is counted and skipped; the session lives."""
+
+
+def in_time_window(epoch_ns: int) -> bool:
+    """True if ``epoch_ns`` lies in ``TIME_MIN_NS`` (inclusive) .. ``TIME_MAX_NS``."""
+    return TIME_MIN_NS <= epoch_ns < TIME_MAX_NS
+
+
+def tick_problem(tick: Tick) -> str | None:
+    """What makes ``tick`` unfit for clients, or None if every field is within the bounds.
+
+    ``provider_time_ns`` must lie in the time window, unless it is ``received_ns`` (the
+    gateway's own clock, which parsers fall back to when an upstream time is unusable).
+    """
+    if not isinstance(tick.symbol, str) or not tick.symbol:
+        return "no symbol"
+    for name in ("provider_time_ns", "received_ns"):
+        value = getattr(tick, name)
+        if not isinstance(value, int) or not -(2**63) <= value < 2**63:
+            return f"{name} is not a 64-bit integer"
+    if tick.provider_time_ns != tick.received_ns and not in_time_window(tick.provider_time_ns):
+        return "provider_time_ns outside the time window"
+    for name in ("price", "bid", "ask", "open", "high", "low", "prev_close"):
+        if not _within(getattr(tick, name), PRICE_MIN, PRICE_MAX):
+            return f"{name} outside {PRICE_MIN:g}..{PRICE_MAX:g}"
+    for name in ("size", "bid_size", "ask_size", "volume"):
+        if not _within(getattr(tick, name), 0.0, SIZE_MAX):
+            return f"{name} outside 0..{SIZE_MAX:g}"
+    if not _within(tick.change, -PRICE_MAX, PRICE_MAX):
+        return "change out of bounds"
+    if not _within(tick.change_rate, -CHANGE_RATE_MAX, CHANGE_RATE_MAX):
+        return "change_rate out of bounds"
+    return None
+
+
+def _within(value: float | None, low: float, high: float) -> bool:
+    """None, or a finite real number (not a bool) in ``low..high``."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and low <= value <= high
 
 
 class SessionRefused(UpstreamError):
@@ -128,6 +213,8 @@ class WebSocketProvider(abc.ABC):
         backoff: The reconnect policy (default: ``Backoff()``).
         ssl_context: For ``wss://`` URLs (default: the system's trust store).
         max_message_size: The largest inbound frame accepted (bigger closes with 1009).
+        quota_probe_after: Seconds an :meth:`adapt_quota` holds before the configured
+            quota is offered again.
     """
 
     kind: ClassVar[str] = "websocket"
@@ -146,10 +233,14 @@ class WebSocketProvider(abc.ABC):
         backoff: Backoff | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        quota_probe_after: float = QUOTA_PROBE_AFTER,
     ) -> None:
         self._name = name
         self._market = market
         self._quota = quota
+        self._configured_quota = quota
+        self._probe_at: float | None = None  # when an adapted quota is offered again
+        self.quota_probe_after = quota_probe_after
         self.watchdog = watchdog
         self.register_interval = register_interval
         self.connect_timeout = connect_timeout
@@ -167,6 +258,7 @@ class WebSocketProvider(abc.ABC):
         self._acked: set[str] = set()
         self._dirty = trio.Event()
         self._last_frame_at = -float("inf")
+        self._last_handler_warning = -float("inf")
         self._link: UpstreamLink | None = None
 
     # ---- the Provider contract -------------------------------------------------------
@@ -181,10 +273,20 @@ class WebSocketProvider(abc.ABC):
 
     @property
     def quota(self) -> int:
+        """The quota now: an adapted one reverts to the configured one once its time is up."""
+        if self._probe_at is not None and _now() >= self._probe_at:
+            self._probe_at = None
+            log.info(
+                "%s: probing the upstream's cap again: quota %d -> %d",
+                self._name,
+                self._quota,
+                self._configured_quota,
+            )
+            self._quota = self._configured_quota
         return self._quota
 
     def statistics(self) -> ProviderStatistics:
-        return self.status.snapshot(self._quota)
+        return self.status.snapshot(self.quota)
 
     async def run(
         self, link: UpstreamLink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -261,7 +363,17 @@ class WebSocketProvider(abc.ABC):
             self.status.last_error = f"re-registration of {symbol} refused: {detail}"
 
     def publish(self, tick: Tick) -> None:
-        """Hand ``tick`` to the hub (synchronous, never blocks)."""
+        """Hand ``tick`` to the hub (synchronous, never blocks).
+
+        A tick with a field outside the bounds (:func:`tick_problem`) is counted as
+        ``malformed`` and dropped instead: the parsers should have caught it, and the
+        clients' encoders must never see it.
+        """
+        problem = tick_problem(tick)
+        if problem is not None:
+            self.status.malformed += 1
+            log.debug("%s: dropped an implausible tick: %s", self._name, problem)
+            return
         self._require_link().publish(tick)
 
     def now_ns(self) -> int:
@@ -269,9 +381,30 @@ class WebSocketProvider(abc.ABC):
         return self._require_link().now_ns()
 
     def set_quota(self, quota: int) -> None:
-        """Change the quota (e.g. lower it to what the upstream accepted)."""
+        """Change the quota for good (an adapted quota's probe is cancelled)."""
+        self._probe_at = None
+        self._configured_quota = quota
         if quota != self._quota:
             log.warning("%s: quota %d -> %d", self._name, self._quota, quota)
+            self._quota = quota
+
+    def adapt_quota(self, quota: int) -> None:
+        """Lower the quota to what the upstream accepted, for ``quota_probe_after`` seconds.
+
+        Then :attr:`quota` reverts to the configured quota, so the next subscribe over the
+        adapted quota probes the upstream again (and adapts again if it is still refused):
+        a cap learnt once is not trusted for ever, since its cause may pass (kis.md §7).
+        Each call restarts the wait.
+        """
+        self._probe_at = _now() + self.quota_probe_after
+        if quota != self._quota:
+            log.warning(
+                "%s: quota %d -> %d for %g s (the upstream's cap)",
+                self._name,
+                self._quota,
+                quota,
+                self.quota_probe_after,
+            )
             self._quota = quota
 
     def wanted(self) -> list[str]:
@@ -296,8 +429,8 @@ class WebSocketProvider(abc.ABC):
             link.rejected(command, FailureReason.UNAVAILABLE, detail)
         elif symbol in self._wanted and symbol in self._acked:
             link.registered(command)  # already live in this session
-        elif symbol not in self._wanted and len(self._wanted) >= self._quota:
-            link.rejected(command, FailureReason.QUOTA, f"{self._name} holds {self._quota}")
+        elif symbol not in self._wanted and len(self._wanted) >= self.quota:
+            link.rejected(command, FailureReason.QUOTA, f"{self._name} holds {self.quota}")
         else:
             self._wanted[symbol] = None
             self._unanswered[symbol] = command
@@ -317,12 +450,19 @@ class WebSocketProvider(abc.ABC):
                 self.status.detail = str(failure)
             self.status.state = ProviderState.BACKING_OFF
             self.status.reconnect_attempts = self.backoff.attempts
-            self.status.last_error = str(failure) or type(failure).__name__
-            log.warning("%s: session ended (%s); retry in %.1f s", self._name, failure, delay)
+            text = _describe(failure)
+            self.status.last_error = text
+            log.warning("%s: session ended (%s); retry in %.1f s", self._name, text, delay)
             await trio.sleep(delay)
 
     async def _one_session(self, link: UpstreamLink) -> Exception:
-        """Run one session; return the exception that ended it."""
+        """Run one session; return the exception that ended it.
+
+        Every ``Exception`` ends only this session, also one in a group from the session's
+        nursery (e.g. a ``KeyError`` in the sender task), even mixed with ``Cancelled``
+        (the ``Cancelled`` part goes on up: cancellation always propagates). A
+        ``BaseException`` that is not an ``Exception`` is not ours to stop.
+        """
         failure: Exception | None = None
         try:
             await self._connect_and_serve(link)
@@ -331,13 +471,19 @@ class WebSocketProvider(abc.ABC):
         except* (UpstreamError, OSError, trio.TooSlowError, trio.BrokenResourceError) as group:
             failure = failure or _first(group)
         except* Exception as group:
-            log.exception("%s: unexpected error in session", self._name)
-            failure = failure or _first(group)
+            unexpected = _first(group)
+            log.debug("%s: unexpected error in session", self._name, exc_info=group)
+            failure = failure or UpstreamError(
+                f"unexpected {type(unexpected).__name__}: {_describe(unexpected)}"
+            )
         finally:
             self._sent.clear()
             self._acked.clear()
             self.status.registrations = 0
-            self.session_ended()
+            try:
+                self.session_ended()
+            except Exception:  # a hook's bug must not end the provider
+                log.warning("%s: session_ended failed", self._name, exc_info=True)
         return failure or UpstreamError("session ended")
 
     def _give_up(self, failure: AuthFailed, link: UpstreamLink) -> None:
@@ -427,11 +573,26 @@ class WebSocketProvider(abc.ABC):
         raise UpstreamError(f"no frame for {self.watchdog:g} s")
 
     def _take(self, message: str | bytes) -> Sequence[str | bytes]:
+        """Handle one frame: the error boundary of one frame (see "Untrusted input")."""
         try:
             return self.handle_message(message)
         except MalformedFrame as exc:
             self.status.malformed += 1
-            log.debug("%s: skipped a malformed frame: %s", self._name, exc)
+            log.debug("%s: skipped a malformed frame: %s", self._name, _describe(exc))
+            return ()
+        except UpstreamError:
+            raise  # SessionRefused, AuthFailed, ...: the handler ends the session on purpose
+        except Exception as exc:
+            self.status.malformed += 1
+            now = trio.current_time()
+            if now - self._last_handler_warning >= HANDLER_WARNING_INTERVAL:
+                self._last_handler_warning = now
+                log.warning(
+                    "%s: skipped a frame its handler failed on (%s); the session goes on",
+                    self._name,
+                    type(exc).__name__,
+                )
+            log.debug("%s: handler failure", self._name, exc_info=True)
             return ()
 
     async def _sender(self, ws: ClientWebSocket) -> None:
@@ -482,6 +643,27 @@ def _first(group: BaseExceptionGroup[Exception]) -> Exception:
         exc = exc.exceptions[0]
     assert isinstance(exc, Exception)
     return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """The text of ``exc`` for logs and ``last_error``: bounded, and never raising.
+
+    An exception's ``str`` may be anything (a ``KeyError`` shows its key's repr); when it
+    is empty or cannot be made, the type's name stands in.
+    """
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return text[:MAX_ERROR_TEXT] or type(exc).__name__
+
+
+def _now() -> float:
+    """Trio's clock, or -inf outside a Trio run (then no adapted quota expires)."""
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return -math.inf
 
 
 def _is_cancellation(exc: BaseException) -> bool:
