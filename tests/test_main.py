@@ -111,3 +111,26 @@ def test_garbage_collector_tuning_freezes_the_start_up_heap() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_port_in_use_is_reported_as_such(tmp_path: Path) -> None:
+    """The kernel's reason reaches the operator, not "Exceptions from Trio nursery"."""
+    import os
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_STOCK_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "trio_stock", "--port", str(port)],
+            env=base,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr and "sub-exception" not in result.stderr

@@ -14,6 +14,7 @@ from trio_stock.endpoints.client import ClientLimits
 from trio_stock.hub import DEFAULT_MAX_BACKLOG, Policy
 from trio_stock.model import Tick, TickKind
 from trio_stock.server import CLOSE_GRACE
+from trio_stock.wsserver import WebSocketLimits
 
 from .clients import memory_server, recv, recv_type, send
 
@@ -256,7 +257,7 @@ async def test_churn_is_rate_limited_while_ping_is_answered_in_order(
 async def test_message_over_the_size_limit_closes_with_1009(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    limits = ClientLimits(max_message_bytes=1024)
+    limits = ClientLimits(websocket=WebSocketLimits(max_message_bytes=1024))
     async with memory_server(fast_sim(), limits) as server, server.websocket(PRICES) as ws:
         await recv(ws)
         await send(ws, {"action": "subscribe", "symbols": ["A" * 2000]})
@@ -337,7 +338,9 @@ async def test_stalled_lossless_reader_is_cut_off_while_its_write_blocks(
 async def test_conflating_client_that_stops_reading_keeps_bounded_memory(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    limits = ClientLimits(ping_interval=0)  # a client that does not read cannot pong either
+    # A client that does not read cannot pong either, and would be dropped after the send
+    # timeout (a test of its own): here it may stall for longer, to show memory stays flat.
+    limits = ClientLimits(ping_interval=0, websocket=WebSocketLimits(send_timeout=120))
     config = fast_sim(TRIO_STOCK_SIM_TICKS_PER_SECOND="50")
     async with (
         memory_server(config, limits) as server,

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TypeVar, cast
 
 import attrs
 import trio
@@ -22,6 +23,7 @@ from . import __version__
 from .config import Config, Secret
 from .errors import ConfigError
 from .gateway import Gateway, serve
+from .server import ListenError
 
 log = logging.getLogger("trio_stock")
 
@@ -127,13 +129,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(run, config)
     except* ConfigError as group:
-        print(f"trio_stock: configuration error: {group.exceptions[0]}", file=sys.stderr)
+        print(f"trio_stock: configuration error: {_leaf(group)}", file=sys.stderr)
         code = 2
-    except* OSError as group:
-        where = f"{config.host}:{config.port}"
-        print(f"trio_stock: cannot listen on {where}: {group.exceptions[0]}", file=sys.stderr)
+    except* ListenError as group:  # only a real bind failure: anything else is a crash
+        print(f"trio_stock: {_leaf(group).strerror}", file=sys.stderr)
         code = 1
     return code
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _leaf(group: BaseExceptionGroup[_E]) -> _E:
+    """The first exception of a group of nested nursery groups."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return cast(_E, first)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,13 @@ class Config:
         "TRIO_STOCK_MAX_SYMBOLS_PER_CLIENT", 200, _parse_int(1, 10_000)
     )
     max_clients: int = _setting("TRIO_STOCK_MAX_CLIENTS", 10_000, _parse_int(1, 1_000_000))
+    # Per client IP (limits.py): open connections, and new connections per second.
+    max_connections_per_ip: int = _setting(
+        "TRIO_STOCK_MAX_CONNECTIONS_PER_IP", 2_000, _parse_int(1, 1_000_000)
+    )
+    connect_rate_per_ip: float = _setting(
+        "TRIO_STOCK_CONNECT_RATE_PER_IP", 500.0, _parse_float(0.01, 1_000_000)
+    )
     ping_interval: float = _setting("TRIO_STOCK_PING_INTERVAL", 20.0, _parse_float(0, 3600))
     ping_timeout: float = _setting("TRIO_STOCK_PING_TIMEOUT", 20.0, _parse_float(0.1, 3600))
     sim_ticks_per_second: float = _setting(

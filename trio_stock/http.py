@@ -2,9 +2,11 @@
 
 Reading is bounded three ways: the head's size (``MAX_HEAD_BYTES``, h11 answers 431 past
 it), the time a client may take to send it (``HEAD_TIMEOUT``, against slow senders), and
-the body's size (``MAX_BODY_BYTES``, 413). A WebSocket upgrade is not answered here: the
-caller answers it (:mod:`trio_stock.wsserver`) and takes the bytes that followed the head
-with :meth:`HttpConnection.take_trailing_data`.
+the body's size (``MAX_BODY_BYTES``, 413). Writing is bounded by ``WRITE_TIMEOUT``: a
+client that does not read its answer (a large ``/cache`` or ``/health``) loses the
+connection instead of holding it for ever (:class:`PeerStalled`). A WebSocket upgrade is
+not answered here: the caller answers it (:mod:`trio_stock.wsserver`) and takes the bytes
+that followed the head with :meth:`HttpConnection.take_trailing_data`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 HEAD_TIMEOUT = 10.0  # seconds to send a request head once the connection is idle-read
 KEEPALIVE_TIMEOUT = 30.0  # seconds an idle keep-alive connection may wait for its next request
+WRITE_TIMEOUT = 30.0  # seconds a client may take to read one response before it is dropped
 RECEIVE_CHUNK = 16 * 1024
 SERVER_HEADER = b"trio_stock"
 
@@ -68,12 +71,17 @@ def error_response(status: int, detail: str, headers: tuple[tuple[str, str], ...
 
 
 class RequestError(Exception):
-    """The request cannot be read; answer ``status`` with ``detail`` and close."""
+    """The request cannot be read or served; answer ``status`` with ``detail`` and close."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.headers = headers
+
+
+class PeerStalled(Exception):
+    """The client did not take a response within ``WRITE_TIMEOUT``: drop the connection."""
 
 
 class HttpConnection:
@@ -177,7 +185,7 @@ class HttpConnection:
             data += self._conn.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             return
-        await self.stream.send_all(data or b"")
+        await self._send_bytes(data or b"")
 
     async def send_error(self, error: RequestError) -> None:
         """Answer a request that could not be read, then the connection must close."""
@@ -194,6 +202,7 @@ class HttpConnection:
                         (b"content-length", str(len(body)).encode()),
                         (b"connection", b"close"),
                         (b"server", SERVER_HEADER),
+                        *((k.encode(), v.encode()) for k, v in error.headers),
                     ],
                 )
             )
@@ -201,7 +210,13 @@ class HttpConnection:
             data += self._conn.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             return
-        await self.stream.send_all(data)
+        await self._send_bytes(data)
+
+    async def _send_bytes(self, data: bytes) -> None:
+        with trio.move_on_after(WRITE_TIMEOUT) as stalled:
+            await self.stream.send_all(data)
+        if stalled.cancelled_caught:
+            raise PeerStalled(f"the client did not read {len(data)} bytes in {WRITE_TIMEOUT:g} s")
 
 
 def _reason(status: int) -> bytes:

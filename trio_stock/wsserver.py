@@ -14,21 +14,32 @@ control frames are handled by the same well-tested code; this module only adds t
 handshake answer, a message size limit, and batched writes.
 
 Only one task may call :meth:`ServerWebSocket.receive_messages`, and only one may send at
-a time (the client session's writer). Control frames the peer asks for (pongs) are queued
-on :attr:`ServerWebSocket.control` for that writer, which the ``wake`` callback nudges.
+a time (the client session's writer). Control frames (our pings, the pong owed to the
+peer) wait for that writer in :meth:`ServerWebSocket.take_control`; the ``wake`` callback
+nudges it.
+
+Everything a peer can make us hold or do is bounded (:class:`WebSocketLimits`): one
+message's bytes (1009), its fragments and the time to finish it (1008), the control
+frames it may send (1008), and the pong we owe it — only the newest ping is answered
+(RFC 6455 §5.5.3 allows it), so a peer that pings and never reads costs one frame. A
+write that a peer does not take within ``send_timeout`` loses the connection.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import math
 import os
 from collections.abc import Callable
 
+import attrs
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from .limits import TokenBucket
 from .wsmessage import MESSAGE_TOO_BIG, MessageAssembler, MessageTooBig
 
 RECEIVE_SIZE = 16 * 1024  # bytes per read; requests are small, messages are size-limited
@@ -36,9 +47,23 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 _FIN_TEXT = 0x81  # FIN bit + opcode 1 (text)
 _PING = 0x89  # FIN bit + opcode 9
 PING_PAYLOAD = b"tsk?"
+_PING_FRAME = bytes((_PING, len(PING_PAYLOAD))) + PING_PAYLOAD
 
 NORMAL_CLOSURE = 1000
+POLICY_VIOLATION = 1008
 ABNORMAL_CLOSURE = 1006  # never sent: the connection was lost without a close frame
+
+
+@attrs.frozen
+class WebSocketLimits:
+    """What one client may send, and how long it may leave our writes unread."""
+
+    max_message_bytes: int = 64 * 1024  # one message, all fragments (1009 past it)
+    max_fragments: int = 64  # frames one message may arrive in (1008 past it)
+    fragment_timeout: float = 10.0  # seconds from a message's first frame to its last (1008)
+    control_per_second: float = 5.0  # pings and pongs from the client (1008 past the burst)
+    control_burst: int = 20
+    send_timeout: float = 30.0  # seconds a write may wait for a client that does not read
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -90,20 +115,28 @@ class ServerWebSocket:
     Args:
         stream: The connection; a ``trio.SocketStream`` gets the direct write path.
         received: Bytes read after the handshake's head (the start of the first frames).
-        max_message_size: Larger messages close the connection with 1009.
+        limits: What the peer may send (:class:`WebSocketLimits`).
     """
 
     def __init__(
-        self, stream: trio.abc.Stream, received: bytes = b"", *, max_message_size: int
+        self,
+        stream: trio.abc.Stream,
+        received: bytes = b"",
+        *,
+        limits: WebSocketLimits | None = None,
     ) -> None:
         self.stream = stream
-        self.max_message_size = max_message_size
-        self.control: list[bytes] = []  # frames the writer sends before its next batch
+        self.limits = limits = limits or WebSocketLimits()
         self.wake: Callable[[], None] = _nothing
         self.closed: ConnectionClosed | None = None
         self.unanswered_ping_since: float | None = None
+        self._ping: bytes | None = None  # our keep-alive ping, not sent yet
+        self._pong: bytes | None = None  # the answer to the peer's newest ping
         self._protocol = Connection(ConnectionType.SERVER)
-        self._assembler = MessageAssembler(max_message_size)
+        self._assembler = MessageAssembler(limits.max_message_bytes)
+        self._fragments = 0  # frames of the message being assembled
+        self._message_deadline = math.inf  # when it must be complete
+        self._control_frames = TokenBucket(limits.control_per_second, limits.control_burst)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._pending: list[str | bytes] = []
         if received:
@@ -121,14 +154,17 @@ class ServerWebSocket:
         while not self._pending:
             if self.closed is not None:
                 raise self._closed_error()
-            try:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
+            data: bytes | bytearray = b""
+            with trio.move_on_at(self._message_deadline) as late:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = await self.stream.receive_some(RECEIVE_SIZE)  # b"": lost
+            if late.cancelled_caught:
+                timeout = self.limits.fragment_timeout
+                self._violation(f"message not completed within {timeout:g} s")
+            elif not data:
                 self.closed = ConnectionClosed(ABNORMAL_CLOSURE, "connection lost")
-                raise self._closed_error()
-            self._parse(data)
+            else:
+                self._parse(data)
         messages, self._pending = self._pending, []
         return messages
 
@@ -144,19 +180,28 @@ class ServerWebSocket:
         """Queue a ping for the writer; remember when the oldest unanswered one went out."""
         if self.unanswered_ping_since is None:
             self.unanswered_ping_since = now
-        self.control.append(bytes((_PING, len(PING_PAYLOAD))) + PING_PAYLOAD)
+        self._ping = _PING_FRAME
         self.wake()
+
+    def take_control(self) -> list[bytes]:
+        """The control frames to send before the next batch (at most a pong and a ping)."""
+        frames = [f for f in (self._pong, self._ping) if f is not None]
+        self._pong = self._ping = None
+        return frames
 
     def _parse(self, data: bytes | bytearray) -> None:
         self._protocol.receive_data(bytes(data))
         for event in self._protocol.events():
             if isinstance(event, TextMessage | BytesMessage):
-                self._take_part(event.data, event.message_finished)
+                self._take_part(event.data, event.frame_finished, event.message_finished)
+            elif isinstance(event, Ping | Pong) and not self._control_frames.take():
+                self._violation("too many control frames (pings and pongs)")
             elif isinstance(event, Ping):
-                self.control.append(self._protocol.send(event.response()))
+                self._pong = self._protocol.send(event.response())  # the newest ping only
                 self.wake()
             elif isinstance(event, Pong):
-                self.unanswered_ping_since = None  # any pong answers (RFC 6455 §5.5.3)
+                if bytes(event.payload) == PING_PAYLOAD:  # an unsolicited pong answers nothing
+                    self.unanswered_ping_since = None
             elif isinstance(event, CloseConnection):
                 by_peer = self._protocol.state is ConnectionState.REMOTE_CLOSING
                 # wsproto reports a frame it cannot parse as a close with the code to send
@@ -164,7 +209,7 @@ class ServerWebSocket:
             if self.closed is not None:
                 return
 
-    def _take_part(self, data: str | bytes | bytearray, finished: bool) -> None:
+    def _take_part(self, data: str | bytes | bytearray, frame_end: bool, finished: bool) -> None:
         try:
             message = self._assembler.add(data, finished)
         except MessageTooBig as exc:
@@ -172,6 +217,16 @@ class ServerWebSocket:
             return
         if message is not None:
             self._pending.append(message)
+            self._fragments, self._message_deadline = 0, math.inf
+            return
+        if self._message_deadline == math.inf:
+            self._message_deadline = trio.current_time() + self.limits.fragment_timeout
+        self._fragments += frame_end
+        if self._fragments >= self.limits.max_fragments:
+            self._violation(f"message in more than {self.limits.max_fragments} fragments")
+
+    def _violation(self, reason: str) -> None:
+        self.closed = ConnectionClosed(POLICY_VIOLATION, reason)
 
     # ---- sending -------------------------------------------------------------------
 
@@ -189,7 +244,12 @@ class ServerWebSocket:
         try:
             sent = self._write_now(data)
             if sent < len(data):
-                await self.stream.send_all(memoryview(data)[sent:])
+                with trio.move_on_after(self.limits.send_timeout) as stalled:
+                    await self.stream.send_all(memoryview(data)[sent:])
+                if stalled.cancelled_caught:
+                    timeout = self.limits.send_timeout
+                    self.closed = ConnectionClosed(ABNORMAL_CLOSURE, f"no read for {timeout:g} s")
+                    raise self._closed_error()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = ConnectionClosed(ABNORMAL_CLOSURE, "connection lost")
             raise self._closed_error() from None

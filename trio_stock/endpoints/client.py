@@ -10,8 +10,11 @@ before that symbol's first price. Pings come from the server-wide keep-alive
 
 Bad input never ends a connection that can still be answered: each problem gets an
 ``error`` message. What does end one: a message over the size limit (1009), a broken
-frame (1002/1007), a lossless client that fell too far behind (1013), a client that does
-not answer pings (1011), and the server shutting down (1001).
+frame (1002/1007), a message in too many fragments or too slow to complete, or too many
+control frames (1008), a lossless client that fell too far behind (1013), a client that
+does not answer pings (1011), a client that does not read for ``send_timeout`` (dropped),
+and the server shutting down (1001). An error of ours ends this session only (1011; the
+server's error boundary, :func:`trio_stock.server.handle_connection`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ import trio
 
 from ..errors import SubscriberTooSlow
 from ..hub import Hub, Policy, Subscriber
+from ..limits import TokenBucket
 from ..model import SymbolState
-from ..wsserver import ConnectionClosed, ServerWebSocket, text_frame
+from ..wsserver import ConnectionClosed, ServerWebSocket, WebSocketLimits, text_frame
 from .protocol import ClientProtocol, Payload
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ class ClientLimits:
     and ``ping_timeout`` configure the server's keep-alive (:mod:`.keepalive`).
     """
 
-    max_message_bytes: int = 64 * 1024
+    websocket: WebSocketLimits = attrs.field(factory=WebSocketLimits)  # frames, control, writes
     churn_per_second: float = 5.0  # subscribe/unsubscribe requests
     churn_burst: int = 20
     messages_per_second: float = 50.0  # any request, ping included
@@ -59,30 +63,6 @@ class ClientLimits:
     reply_queue: int = 64
     policy: Policy = Policy.CONFLATE
     lossless_capacity: int = 1024
-
-
-@attrs.define
-class TokenBucket:
-    """A rate limit: ``rate`` tokens per second, at most ``burst`` saved up."""
-
-    rate: float
-    burst: int
-    _tokens: float = attrs.field(init=False)
-    _at: float | None = attrs.field(init=False, default=None)
-
-    def __attrs_post_init__(self) -> None:
-        self._tokens = float(self.burst)
-
-    def take(self) -> bool:
-        """Spend one token if there is one."""
-        now = trio.current_time()
-        if self._at is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
 
 
 class ClientSession:
@@ -233,9 +213,7 @@ class ClientSession:
             self.write_interrupted = False
 
     def _take_outbox(self) -> list[bytes]:
-        frames: list[bytes] = []
-        if self.ws.control:
-            frames, self.ws.control = self.ws.control, []
+        frames = self.ws.take_control()
         if self._outbox:
             frames += self._outbox
             self._outbox = []

@@ -81,8 +81,15 @@ def _family(
     name: str, kind: str, text: str, samples: Iterable[tuple[dict[str, str], float | None]]
 ) -> list[str]:
     lines = [f"# HELP trio_stock_{name} {text}", f"# TYPE trio_stock_{name} {kind}"]
-    lines += [f"trio_stock_{name}{_labels(lb)} {float(v):g}" for lb, v in samples if v is not None]
+    lines += [f"trio_stock_{name}{_labels(lb)} {_value(v)}" for lb, v in samples if v is not None]
     return lines
+
+
+def _value(value: float) -> str:
+    """Exact integers, and floats at full precision (``:g`` made 1712345678.9 "1.71235e+09")."""
+    if isinstance(value, bool | int):
+        return str(int(value))
+    return repr(float(value))
 
 
 def render(state: ServerState) -> str:
@@ -107,4 +114,10 @@ def render(state: ServerState) -> str:
     lines += _family(
         "http_connections", "gauge", "Open TCP connections.", [({}, state.connections)]
     )
+    errors = [({"kind": kind}, state.connection_errors[kind]) for kind in ("http", "websocket")]
+    lines += _family(
+        "connection_errors_total", "counter", "Connections ended by an internal error.", errors
+    )
+    refused = [({"reason": reason}, n) for reason, n in state.admission.refused.items()]
+    lines += _family("connections_refused_total", "counter", "Connections refused (503).", refused)
     return "\n".join(lines) + "\n"

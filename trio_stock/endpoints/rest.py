@@ -179,6 +179,18 @@ async def unsubscribe(request: Request, state: ServerState) -> Response:
     )
 
 
+def bounded_int(text: str, low: int, high: int) -> int | None:
+    """``text`` as an integer from ``low`` to ``high``, or None.
+
+    Only ASCII digits, and no more of them than ``high`` has: ``int()`` alone accepts
+    "²" and "٣" as digits, raises past 4,300 digits, and is quadratic below that.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
 def _cache_entry(fields: Mapping[str, Any], kind: str) -> dict[str, Any]:
     entry = dict(fields)
     entry["type"] = kind
@@ -190,9 +202,10 @@ def cache(request: Request, state: ServerState) -> Response:
     for part in filter(None, request.query.split("&")):
         key, _, value = part.partition("=")
         if key == "limit":
-            if not value.isdigit() or not 1 <= int(value) <= MAX_CACHE_LIMIT:
+            parsed = bounded_int(value, 1, MAX_CACHE_LIMIT)
+            if parsed is None:
                 return error_response(422, f"limit must be an integer from 1 to {MAX_CACHE_LIMIT}")
-            limit = int(value)
+            limit = parsed
     states = state.hub.cached()
     data = {s.symbol: _cache_entry(state_fields(s), s.kind.value) for s in states[:limit]}
     return json_response(
