@@ -21,6 +21,7 @@ from trio_stock.model import TickKind
 from trio_stock.upstream.backoff import Backoff
 from trio_stock.upstream.contract import ProviderState
 from trio_stock.upstream.kis import (
+    MAX_CONTROL_TEXT,
     Control,
     DataFrame,
     KisProvider,
@@ -30,6 +31,7 @@ from trio_stock.upstream.kis import (
     parse_trade,
     registration,
 )
+from trio_stock.upstream.session import QUOTA_PROBE_AFTER, TIME_MAX_NS, TIME_MIN_NS
 
 from .conftest import EPOCH_NS
 from .fakes.fake_kis import (
@@ -166,6 +168,104 @@ def test_orderbook_record_gives_best_bid_and_ask() -> None:
     assert (tick.ask_size, tick.bid_size) == (1000, 1010)
     assert tick.provider_time_ns == kst_ns("20230612", "100000")
     assert kst_ns("20230612", "100000") == EXAMPLE_TIME_NS + (26 * 60 + 6) * 10**9
+
+
+@pytest.mark.parametrize(
+    ("date", "time"),
+    [
+        ("00010101", "000000"),  # year 1: hhmmss() of it raised in every client's writer
+        ("19991231", "235959"),
+        ("21000101", "000000"),
+        ("99991231", "235959"),
+        ("２０２３０６１２", "093354"),  # full-width digits: str.isdigit() says yes
+        ("20230612", "０９３３５４"),
+        ("2023061²", "093354"),
+    ],
+)
+def test_dates_outside_2000_to_2099_and_non_ascii_digits_are_malformed(
+    date: str, time: str
+) -> None:
+    with pytest.raises(ValueError):
+        kst_ns(date, time)
+    record = trade_record(SAMSUNG, 71_900, date=date, time=time)
+    with pytest.raises(ValueError):
+        parse_trade(record)
+
+
+def test_kst_times_are_held_to_the_engines_time_window() -> None:
+    assert kst_ns("20000101", "090000") == TIME_MIN_NS  # KST is UTC+9
+    with pytest.raises(ValueError):
+        kst_ns("20000101", "085959")  # still 1999 in UTC
+    assert kst_ns("20991231", "235959") < TIME_MAX_NS
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        (2, "0"),  # price
+        (2, "-71900"),
+        (2, "1e10"),
+        (2, "1e308"),
+        (4, "-1e10"),  # change
+        (5, "1e7"),  # change rate, percent
+        (7, "-5"),  # open
+        (10, "1e12"),  # ask
+        (12, "-1"),  # size
+        (12, "1e16"),
+        (13, "1e300"),  # accumulated volume
+        (36, "-3"),  # ask size
+    ],
+)
+def test_numbers_out_of_bounds_make_the_record_malformed(index: int, value: str) -> None:
+    record = list(EXAMPLE_TRADE)
+    record[index] = value
+    with pytest.raises(ValueError):
+        parse_trade(record)
+
+
+def test_a_zero_optional_price_is_no_price() -> None:
+    record = list(EXAMPLE_TRADE)
+    record[10], record[11], record[7] = "0", "0", "0"  # empty book side, no open yet
+    trade = parse_trade(record)
+    assert (trade.ask, trade.bid, trade.open) == (None, None, None)
+    record[2], record[4] = "100", "100"  # a change as large as the price: no prev close
+    assert parse_trade(record).tick("001", received_ns=1).prev_close is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 5_000 + "]" * 5_000,  # json.loads raised RecursionError, not ValueError
+        '{"header": {"tr_id": ' + "[" * 5_000 + "]" * 5_000 + "}}",
+        "0|H0STCNT0|001|",  # one empty record: it is the record that is malformed
+        "0|H0STCNT0|00001|" + "^".join(EXAMPLE_TRADE),  # 5-digit count
+        "0|H0STCNT0|٠٠١|" + "^".join(EXAMPLE_TRADE),  # Arabic-Indic digits
+        "0|H0STCNT0|²|" + "^".join(EXAMPLE_TRADE),
+        "0|" + "H" * 100 + "|001|x",  # a TR id too long to be one
+        "0|H0ST CNT0|001|x",
+        "\ud800",  # a lone surrogate
+        '{"header": {"tr_id": "\\ud800"}}',  # an escaped one
+        "",
+    ],
+)
+def test_hostile_frames_raise_only_value_error(text: str) -> None:
+    try:
+        frame = parse_frame(text)
+    except ValueError:
+        return
+    assert isinstance(frame, DataFrame)
+    for record in frame.records:
+        with pytest.raises(ValueError):
+            parse_trade(record)
+
+
+def test_control_texts_are_strings_and_bounded() -> None:
+    frame = parse_frame(
+        '{"header": {"tr_id": "H0STCNT0", "tr_key": {"a": [1, 2]}}, '
+        '"body": {"rt_cd": 1, "msg_cd": ["OPSP0000"], "msg1": "' + "x" * 10_000 + '"}}'
+    )
+    assert frame == Control("H0STCNT0", "", "1", "", "x" * MAX_CONTROL_TEXT)
+    assert not frame.ok
 
 
 # ---- against the fake --------------------------------------------------------------------
@@ -398,14 +498,15 @@ async def test_garbage_is_counted_and_the_session_lives_on(
     async with running(fake) as (provider, hub), hub.subscriber() as sub:
         assert (await hub.subscribe(sub, [SAMSUNG])).ok
         await fake.send_raw("garbage")
-        await fake.send_raw("0|H0STCNT0|002|" + "^".join(EXAMPLE_TRADE))  # count mismatch
+        # 46 values announced as 2 records: two 23-field records, each one malformed.
+        await fake.send_raw("0|H0STCNT0|002|" + "^".join(EXAMPLE_TRADE))
         await fake.send_raw('{"header": 1}')
         await fake.send_encrypted()
         await fake.send_encrypted()
         await fake.send_trades([trade_record(SAMSUNG, 70_000)])
         assert (await sub.receive()).last_price == 70_000
         stats = provider.statistics()
-        assert (stats.malformed, provider.encrypted_frames) == (3, 2)
+        assert (stats.malformed, provider.encrypted_frames) == (4, 2)
         assert (stats.connects, fake.connections_total) == (1, 1)
     assert caplog.text.count("encrypted") == 1  # one warning, not one per frame
 
@@ -491,3 +592,95 @@ def test_from_config() -> None:
     assert provider.url() == "ws://ops.koreainvestment.com:31000"
     orderbook = KisProvider.from_config(config.replace(kis_orderbook=True))
     assert orderbook.quota == 20
+
+
+# ---- untrusted input over a real socket --------------------------------------------------
+
+
+async def test_one_bad_record_is_skipped_and_the_others_of_its_frame_are_published(
+    autojump_clock: trio.testing.MockClock, fake: FakeKis
+) -> None:
+    async with running(fake) as (provider, hub), hub.subscriber(Policy.LOSSLESS) as sub:
+        assert (await hub.subscribe(sub, [SAMSUNG, HYNIX])).ok
+        records = [
+            trade_record(SAMSUNG, 71_900, size=1),
+            trade_record(HYNIX, 178_000, date="00010101", time="000000"),  # year 1
+            trade_record(SAMSUNG, 72_000, size=3),
+            trade_record(HYNIX, 10**12),  # a price above PRICE_MAX
+            trade_record(HYNIX, 178_500, size=5),
+        ]
+        assert await fake.send_trades(records) == 1
+        states = [await sub.receive() for _ in range(3)]
+        assert [(s.symbol, s.last_price, s.last_size) for s in states] == [
+            (SAMSUNG, 71_900, 1),
+            (SAMSUNG, 72_000, 3),
+            (HYNIX, 178_500, 5),
+        ]
+        stats = provider.statistics()
+        assert (stats.malformed, stats.connects) == (2, 1)
+
+
+JUNK: list[str | bytes] = [
+    "garbage",
+    "0|H0STCNT0|001|",  # a record of one empty field
+    "0|H0STCNT0|003|" + "^".join(EXAMPLE_TRADE),  # 46 values do not split in 3
+    "0|H0STCNT0|999999|x",
+    "0|" + "^" * 1000,
+    "[" * 10_000,  # json.loads raised RecursionError here: the session ended
+    '{"header": {"tr_id": ["PINGPONG"]}}',
+    '{"header": {"tr_id": {"nested": [[[]]]}}, "body": [1]}',
+    b"\xff\xfe\x00binary",  # a binary frame, not UTF-8
+    b"0|H0STCNT0|001|" + "^".join(EXAMPLE_TRADE).encode(),  # a valid record, but binary
+    "\x00" * 100,
+]
+
+
+async def test_junk_in_the_middle_of_a_tape_is_counted_and_prices_keep_flowing(
+    autojump_clock: trio.testing.MockClock, fake: FakeKis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake.interleave = list(JUNK)
+    async with running(fake) as (provider, hub), hub.subscriber(Policy.LOSSLESS) as sub:
+        assert (await hub.subscribe(sub, [SAMSUNG])).ok
+        prices = [70_000 + 100 * i for i in range(len(JUNK) + 1)]
+        for price in prices:  # junk, trade, junk, trade, ...
+            assert await fake.send_trades([trade_record(SAMSUNG, price)]) == 1
+        assert [(await sub.receive()).last_price for _ in prices] == prices
+        assert fake.interleave == []
+        stats = provider.statistics()
+        # Every junk frame counted once ("0|H0STCNT0|001|" is one malformed record).
+        assert stats.malformed == len(JUNK)
+        assert (stats.connects, fake.connections_total, stats.state) == (
+            1,
+            1,
+            ProviderState.CONNECTED,
+        )
+        assert stats.last_error is None
+    for secret in (DEFAULT_APP_KEY, DEFAULT_APP_SECRET, *fake.approvals):
+        assert secret not in caplog.text
+
+
+async def test_an_adapted_quota_recovers_after_quota_probe_after(
+    autojump_clock: trio.testing.MockClock, fake: FakeKis
+) -> None:
+    fake.cap = 2  # e.g. registrations of an earlier session still count (kis.md §7, U15)
+    async with running(fake) as (provider, hub), hub.subscriber() as sub:
+        result = await hub.subscribe(sub, [SAMSUNG, HYNIX, KAKAO])
+        assert [f.symbol for f in result.failed] == [KAKAO]
+        assert provider.quota == 2
+        fake.cap = 41  # whatever held the slots is gone
+        await trio.sleep(QUOTA_PROBE_AFTER - 1)
+        refused = await hub.subscribe(sub, [KAKAO])  # still the learnt cap: not even asked
+        assert [f.reason for f in refused.failed] == [FailureReason.QUOTA]
+        assert fake.requests_of("1") == [SAMSUNG, HYNIX, KAKAO]
+        await trio.sleep(1)
+        assert provider.quota == 40  # probing again
+        assert (await hub.subscribe(sub, [KAKAO])).ok
+        assert fake.registered() == {SAMSUNG, HYNIX, KAKAO}
+        # If the cap is still there, the probe costs one refusal and the quota adapts again.
+        fake.cap = 3
+        await trio.sleep(QUOTA_PROBE_AFTER)
+        again = await hub.subscribe(sub, ["105560"])
+        assert [f.reason for f in again.failed] == [FailureReason.QUOTA]
+        assert provider.quota == 3
+        assert provider.statistics().quota == 3

@@ -90,6 +90,45 @@ async def test_quota_error_and_prices_reach_a_seed_000_client(
         nursery.cancel_scope.cancel()
 
 
+async def test_an_implausible_kis_date_never_reaches_the_clients_encoders(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A record dated year 1 made hhmmss() raise in every seed 000 client's writer."""
+    config = Config(
+        port=0,
+        kis_app_key=Secret(DEFAULT_APP_KEY),
+        kis_app_secret=Secret(DEFAULT_APP_SECRET),
+        kis_register_interval=0.0,
+    )
+    async with trio.open_nursery() as nursery:
+        fake = await nursery.start(FakeKis().serve)
+        config = config.replace(kis_ws_url=fake.ws_url, kis_rest_url=fake.rest_url)
+        gateway = await nursery.start(trio_stock.serve, config)
+        assert gateway.port is not None
+        async with (
+            real_websocket(gateway.port, "/ws/stock/") as first,
+            real_websocket(gateway.port, "/ws/stock/") as second,
+        ):
+            for ws in (first, second):
+                await recv(ws, "connection_established")
+                await ws.send_message(json.dumps({"action": "subscribe", "codes": [SAMSUNG]}))
+                assert (await recv(ws, "subscription_result"))["success"]
+            bad = [
+                trade_record(SAMSUNG, 70_000, date="00010101", time="000000"),
+                trade_record(SAMSUNG, 70_100, date="99991231", time="235959"),
+            ]
+            assert await fake.send_trades(bad) == 1
+            assert await fake.send_trades([trade_record(SAMSUNG, 71_000, size=4)]) == 1
+            for ws in (first, second):
+                price = await recv(ws, "stock_price")
+                assert (price["price"], price["volume"], price["time"]) == (71_000, 4, "093354")
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{gateway.port}/api/v2/realtime/health")
+        (kis,) = [p for p in response.json()["providers"] if p["kind"] == "kis"]
+        assert (kis["malformed"], kis["connects"], kis["state"]) == (2, 1, "connected")
+        nursery.cancel_scope.cancel()
+
+
 async def test_python_m_trio_stock_serves_the_fake_kis(tmp_path: Path) -> None:
     """The real program, on the real clock: every wait is on an event, bounded by 30 s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "FMP_", "TRIO_STOCK_"))}

@@ -23,7 +23,9 @@ What it does, as KIS is reported to:
   record (§6.1), with :attr:`FakeKis.extra_fields` trailing fields appended (§6 drift).
 
 Fault switches: :meth:`FakeKis.drop` (TCP reset, no close frame), :meth:`FakeKis.stall`
-(live sessions go silent and deaf but stay open), :meth:`FakeKis.send_raw` (garbage),
+(live sessions go silent and deaf but stay open), :meth:`FakeKis.send_raw` (garbage: any
+text, or bytes as a binary frame), :attr:`FakeKis.interleave` (raw frames slipped in
+before each data frame :meth:`FakeKis.send_trades` sends: junk in the middle of a tape),
 :attr:`FakeKis.sticky` (registrations outlive a dropped session, so re-registering after a
 reconnect answers ``ALREADY IN SUBSCRIBE``). :attr:`FakeKis.live_connections` counts open
 TCP connections and :attr:`FakeKis.max_sessions_per_key` the most sessions one app key
@@ -118,6 +120,9 @@ class FakeKis(TwoPortFake):
         in_use_elsewhere: App keys another process holds (every session gets OPSP8996).
         sticky: Registrations outlive a dropped session of the same app key.
         seed: Seed of the approval keys.
+        interleave: Raw frames (text, or bytes sent as binary frames) to slip in: while
+            it is not empty, each :meth:`send_trades` first sends the next one of them to
+            the same sessions.
     """
 
     accounts: dict[str, str] = attrs.Factory(lambda: {DEFAULT_APP_KEY: DEFAULT_APP_SECRET})
@@ -128,6 +133,7 @@ class FakeKis(TwoPortFake):
     in_use_elsewhere: set[str] = attrs.Factory(set)
     sticky: bool = False
     seed: int = 0
+    interleave: list[str | bytes] = attrs.Factory(list)
     # ---- observations ----
     approvals: dict[str, str] = attrs.field(factory=dict, init=False)  # approval key → appkey
     approval_requests: int = attrs.field(default=0, init=False)
@@ -192,8 +198,8 @@ class FakeKis(TwoPortFake):
             session.changed.set()
         return len(self.sessions)
 
-    async def send_raw(self, text: str) -> int:
-        """Send ``text`` as is (e.g. garbage) to every live session."""
+    async def send_raw(self, text: str | bytes) -> int:
+        """Send ``text`` as is (e.g. garbage) to every live session; bytes as a binary frame."""
         return await self._send_to(text, self.sessions)
 
     # ---- data ----------------------------------------------------------------------
@@ -207,20 +213,22 @@ class FakeKis(TwoPortFake):
         text = f"0|H0STCNT0|{len(records):03d}|" + "^".join(values)
         code = records[0][0]
         audience = [s for s in self.sessions if ("H0STCNT0", code) in s.registered]
+        if self.interleave:
+            await self._send_to(self.interleave.pop(0), audience)
         return await self._send_to(text, audience)
 
     async def send_encrypted(self) -> int:
         """Send an encrypted notice frame (flag 1, base64 payload, §5.1) to every session."""
         return await self.send_raw("1|H0STCNI0|001|c2VjcmV0IG5vdGljZSBwYXlsb2FkAAAAAA==")
 
-    async def _send_to(self, text: str, sessions: Iterable[Session]) -> int:
+    async def _send_to(self, text: str | bytes, sessions: Iterable[Session]) -> int:
         reached = 0
         for session in list(sessions):
             if await self._send(session, text):
                 reached += 1
         return reached
 
-    async def _send(self, session: Session, text: str) -> bool:
+    async def _send(self, session: Session, text: str | bytes) -> bool:
         if session.stalled:
             return False
         try:

@@ -12,11 +12,24 @@ The protocol (``protocols/kis.md``), in the order a session uses it:
 3. Each registration is acknowledged by ``msg_cd`` (§3.1): ``OPSP0000``/``OPSP0002``
    registered (``ALREADY IN SUBSCRIBE`` is success, common after a reconnect, §8.5),
    ``OPSP0001`` released, ``OPSP0008`` quota (the quota then adapts down to what the
-   server accepted, §7), any other code a rejection carrying the code.
+   server accepted for ``QUOTA_PROBE_AFTER`` seconds, §7), any other code a rejection
+   carrying the code.
 4. ``PINGPONG`` frames are echoed as the identical text (§4).
 5. Data frames ``0|TR_ID|NNN|f^f^...`` carry NNN records of ``len(values) / NNN`` fields
    each (§5, §8.6); extra trailing fields are ignored (§6). Encrypted frames (flag ``1``,
    notices only) are counted and dropped with one warning.
+
+Untrusted input. A frame that is not one of these shapes (any text, any JSON, bytes that
+are not UTF-8, a binary frame) is malformed: counted and skipped. Each record of a data
+frame stands alone: one that fails its checks is counted (``status.malformed``) and
+skipped, and the frame's other records are still published. A record's numbers are held
+to the engine's bounds (``session.py``): the date's year to ``MIN_YEAR``..``MAX_YEAR``,
+prices to ``PRICE_MIN``..``PRICE_MAX`` (``0`` in an optional price means "no price", as
+KIS sends for an empty book level), sizes and volumes to ``0``..``SIZE_MAX``, the change
+to ``±PRICE_MAX`` and the change rate to ``±CHANGE_RATE_MAX``; a value outside them makes
+the record malformed, since a positional record with one wrong field cannot be trusted in
+its others. Texts of control frames are cut to ``MAX_CONTROL_TEXT`` characters, since
+they reach logs and clients' error messages.
 
 Parsing is pure (text in, values out): :func:`parse_frame`, :func:`parse_trade`,
 :func:`parse_orderbook`, :func:`kst_ns`; :class:`KisProvider` wires it to the shared
@@ -39,12 +52,22 @@ from typing import Any
 
 import attrs
 import httpx
+import orjson
 
 from ..config import KIS_SESSION_LIMIT, Config, Secret
 from ..errors import AuthFailed, ConfigError, UpstreamError
 from ..hub.results import FailureReason
 from ..model import Market, Tick, TickKind
-from .session import MalformedFrame, SessionRefused, WebSocketProvider
+from .session import (
+    CHANGE_RATE_MAX,
+    PRICE_MAX,
+    PRICE_MIN,
+    SIZE_MAX,
+    MalformedFrame,
+    SessionRefused,
+    WebSocketProvider,
+    in_time_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +76,10 @@ ORDERBOOK = "H0STASP0"  # 국내주식 실시간호가 (KRX), §6.2
 TRADE_FIELDS = 46
 ORDERBOOK_FIELDS = 59
 MAX_RECORDS = 1_000  # a frame announcing more records is malformed (observed up to 20, §5)
+MAX_COUNT_DIGITS = 4  # the NNN field: 3 digits observed (§5); it is seed 000's `symbol`
+MAX_TR_ID = 16  # TR ids are 8 characters (§6); a longer one is not a TR id
+MAX_CONTROL_TEXT = 200  # characters kept of each text of a control frame (logs, clients)
+MIN_YEAR, MAX_YEAR = 2000, 2099  # business dates outside are malformed (session.py window)
 KEY_IN_USE_RETRY = 60.0  # seconds to wait after OPSP8996 before trying again (§8.4)
 PAPER_REGISTER_INTERVAL = 0.5  # official samples' pause between registrations (§7)
 REAL_REGISTER_INTERVAL = 0.05
@@ -127,8 +154,10 @@ class KisTrade:
     hour_class: str  # 43 HOUR_CLS_CODE
 
     def tick(self, record_seq: str, received_ns: int) -> Tick:
-        """This trade as a :class:`Tick` (previous close = price - change)."""
+        """This trade as a :class:`Tick` (previous close = price - change, if positive)."""
         prev_close = None if self.change is None else self.price - self.change
+        if prev_close is not None and not PRICE_MIN <= prev_close <= PRICE_MAX:
+            prev_close = None  # a change that says nothing sensible about yesterday
         return Tick(
             symbol=self.code,
             kind=TickKind.TRADE,
@@ -187,19 +216,30 @@ def parse_frame(text: str) -> Control | DataFrame:
     """
     if text[:1] in ("0", "1"):
         return _parse_data(text)
-    message = json.loads(text)
+    # orjson: bounded nesting (a deep array is a ValueError, not a RecursionError) and
+    # never a Python int of unbounded size.
+    message = orjson.loads(text)
     header = message.get("header") if isinstance(message, dict) else None
     if not isinstance(header, dict) or not isinstance(header.get("tr_id"), str):
         raise ValueError("control frame without header.tr_id")
     body = message.get("body")
     body = body if isinstance(body, dict) else {}
     return Control(
-        tr_id=header["tr_id"],
-        tr_key=str(header.get("tr_key") or ""),
-        rt_cd=str(body.get("rt_cd", "")),
-        msg_cd=str(body.get("msg_cd", "")),
-        msg1=str(body.get("msg1", "")),
+        tr_id=_text(header["tr_id"]),
+        tr_key=_text(header.get("tr_key")),
+        rt_cd=_text(body.get("rt_cd")),
+        msg_cd=_text(body.get("msg_cd")),
+        msg1=_text(body.get("msg1")),
     )
+
+
+def _text(value: object) -> str:
+    """A control frame's text field: a string or an integer, cut; anything else is empty."""
+    if isinstance(value, str):
+        return value[:MAX_CONTROL_TEXT]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)[:MAX_CONTROL_TEXT]  # JSON integers fit 64 bits (orjson)
+    return ""
 
 
 def _parse_data(text: str) -> DataFrame:
@@ -207,8 +247,12 @@ def _parse_data(text: str) -> DataFrame:
     if len(parts) != 4:
         raise ValueError("data frame needs 4 '|'-separated parts")
     flag, tr_id, count, payload = parts
-    if not count.isdigit() or not 1 <= int(count) <= MAX_RECORDS:
+    if not 0 < len(tr_id) <= MAX_TR_ID or not _ascii_alnum(tr_id):
+        raise ValueError(f"bad TR id {tr_id[:MAX_TR_ID]!r}")
+    if not 0 < len(count) <= MAX_COUNT_DIGITS or not _digits(count):
         raise ValueError(f"bad record count {count[:8]!r}")
+    if not 1 <= int(count) <= MAX_RECORDS:
+        raise ValueError(f"bad record count {count!r}")
     if flag == "1":
         return DataFrame(tr_id, count, encrypted=True)
     values = payload.split("^")
@@ -227,21 +271,29 @@ def _parse_data(text: str) -> DataFrame:
 def kst_ns(date: str, hhmmss: str) -> int:
     """Epoch nanoseconds of a KST ``YYYYMMDD`` date and ``HHMMSS`` time.
 
+    The result lies in the engine's time window (``session.TIME_MIN_NS``..``TIME_MAX_NS``:
+    years 2000 to 2099, UTC), so no encoder (``datetime``, ``orjson``) can overflow on it.
+
     Raises:
-        ValueError: not a valid date and time.
+        ValueError: not a valid date and time, or outside the time window.
     """
-    if len(hhmmss) != 6 or not hhmmss.isdigit():
+    if len(hhmmss) != 6 or not _digits(hhmmss):
         raise ValueError(f"bad KST time {hhmmss[:8]!r}")
     hours, minutes, seconds = int(hhmmss[:2]), int(hhmmss[2:4]), int(hhmmss[4:])
     if hours > 23 or minutes > 59 or seconds > 59:
         raise ValueError(f"bad KST time {hhmmss!r}")
-    return _kst_midnight_ns(date) + (hours * 3600 + minutes * 60 + seconds) * 1_000_000_000
+    ns = _kst_midnight_ns(date) + (hours * 3600 + minutes * 60 + seconds) * 1_000_000_000
+    if not in_time_window(ns):  # 2000-01-01 before 09:00 KST is still 1999 in UTC
+        raise ValueError(f"KST {date} {hhmmss} is outside the time window")
+    return ns
 
 
 @functools.lru_cache(maxsize=16)  # one business date per day: parse it once, not per record
 def _kst_midnight_ns(date: str) -> int:
-    if len(date) != 8 or not date.isdigit():
+    if len(date) != 8 or not _digits(date):
         raise ValueError(f"bad KST date {date[:10]!r}")
+    if not MIN_YEAR <= int(date[:4]) <= MAX_YEAR:  # before strptime: years 1..9999 parse
+        raise ValueError(f"KST date {date!r} outside {MIN_YEAR}..{MAX_YEAR}")
     midnight = dt.datetime.strptime(date, "%Y%m%d").replace(tzinfo=KST)
     return int(midnight.timestamp()) * 1_000_000_000
 
@@ -258,23 +310,23 @@ def parse_trade(record: Sequence[str]) -> KisTrade:
     return KisTrade(
         code=_code(r[0]),
         time_ns=kst_ns(r[33], r[1]),
-        price=_number(r[2]),
+        price=_price(r[2]),
         sign=r[3],
-        change=_optional(r[4]),
-        change_rate=_optional(r[5]),
-        vwap=_optional(r[6]),
-        open=_optional(r[7]),
-        high=_optional(r[8]),
-        low=_optional(r[9]),
-        ask=_optional(r[10]),
-        bid=_optional(r[11]),
-        size=_number(r[12]),
-        volume=_optional(r[13]),
+        change=_optional_signed(r[4], PRICE_MAX),
+        change_rate=_optional_signed(r[5], CHANGE_RATE_MAX),
+        vwap=_optional_price(r[6]),
+        open=_optional_price(r[7]),
+        high=_optional_price(r[8]),
+        low=_optional_price(r[9]),
+        ask=_optional_price(r[10]),
+        bid=_optional_price(r[11]),
+        size=_size(r[12]),
+        volume=_optional_size(r[13]),
         side=r[21],
         session_code=r[34],
         halted=r[35] == "Y",
-        ask_size=_optional(r[36]),
-        bid_size=_optional(r[37]),
+        ask_size=_optional_size(r[36]),
+        bid_size=_optional_size(r[37]),
         hour_class=r[43],
     )
 
@@ -294,30 +346,68 @@ def parse_orderbook(record: Sequence[str], today: str, record_seq: str, received
         kind=TickKind.QUOTE,
         provider_time_ns=kst_ns(today, record[1]),
         received_ns=received_ns,
-        ask=_optional(record[3]),  # ASKP1
-        bid=_optional(record[13]),  # BIDP1
-        ask_size=_optional(record[23]),  # ASKP_RSQN1
-        bid_size=_optional(record[33]),  # BIDP_RSQN1
-        volume=_optional(record[53]),  # ACML_VOL
+        ask=_optional_price(record[3]),  # ASKP1
+        bid=_optional_price(record[13]),  # BIDP1
+        ask_size=_optional_size(record[23]),  # ASKP_RSQN1
+        bid_size=_optional_size(record[33]),  # BIDP_RSQN1
+        volume=_optional_size(record[53]),  # ACML_VOL
         record_seq=record_seq,
     )
 
 
 def _code(text: str) -> str:
-    if len(text) != 6 or not text.isalnum():
+    if len(text) != 6 or not _ascii_alnum(text):
         raise ValueError(f"bad stock code {text[:8]!r}")
     return text
 
 
-def _number(text: str) -> float:
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes e.g. ``"²"``, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def _ascii_alnum(text: str) -> bool:
+    return text.isascii() and text.isalnum()
+
+
+def _number(text: str, low: float, high: float) -> float:
+    """A finite number in ``low..high``.
+
+    Raises:
+        ValueError: empty, junk, not finite, or out of bounds.
+    """
     value = float(text)  # raises ValueError on "" and junk
-    if not math.isfinite(value):
-        raise ValueError(f"not a finite number: {text[:12]!r}")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{text[:16]!r} is not a number in {low:g}..{high:g}")
     return value
 
 
-def _optional(text: str) -> float | None:
-    return _number(text) if text else None
+def _price(text: str) -> float:
+    return _number(text, PRICE_MIN, PRICE_MAX)
+
+
+def _size(text: str) -> float:
+    return _number(text, 0.0, SIZE_MAX)
+
+
+def _optional_price(text: str) -> float | None:
+    """A price, or None when empty or zero (KIS sends 0 for an empty book level)."""
+    if not text:
+        return None
+    value = _number(text, 0.0, PRICE_MAX)
+    if value == 0.0:
+        return None
+    if value < PRICE_MIN:
+        raise ValueError(f"price {text[:16]!r} below {PRICE_MIN:g}")
+    return value
+
+
+def _optional_size(text: str) -> float | None:
+    return _size(text) if text else None
+
+
+def _optional_signed(text: str, bound: float) -> float | None:
+    return _number(text, -bound, bound) if text else None
 
 
 # ---- the provider ---------------------------------------------------------------------
@@ -346,9 +436,11 @@ class KisProvider(WebSocketProvider):
         **engine: Options of :class:`WebSocketProvider` (watchdog, register_interval, ...).
 
     The quota starts at ``min(max_subscriptions, 41) // TRs per symbol``. When the server
-    answers ``OPSP0008`` earlier, it drops to what the server accepted and stays there for
-    the life of the provider (a cap learnt once is not trusted to grow back, kis.md §7).
-    ``encrypted_frames`` counts dropped encrypted frames.
+    answers ``OPSP0008`` earlier, it drops to what the server accepted; after
+    ``quota_probe_after`` seconds (``session.QUOTA_PROBE_AFTER`` by default) the full quota
+    is offered again, so the next subscribe over the learnt cap probes the server once
+    more (and the quota adapts again if it is still refused). ``encrypted_frames`` counts
+    dropped encrypted frames.
     """
 
     kind = "kis"
@@ -448,7 +540,16 @@ class KisProvider(WebSocketProvider):
         return frames
 
     def handle_message(self, message: str | bytes) -> Sequence[str | bytes]:
-        text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        """Publish a data frame's records, echo a PINGPONG, act on an acknowledgement.
+
+        Raises:
+            MalformedFrame: not a frame of KIS's (a binary frame, any other text).
+            SessionRefused: ``OPSP8996``, the app key is in use elsewhere (§8.4).
+            UpstreamError: ``OPSP0011``, the approval key is not accepted.
+        """
+        if isinstance(message, bytes):
+            raise MalformedFrame("a binary frame (KIS sends text only)")
+        text = message
         try:
             frame = parse_frame(text)
             if isinstance(frame, DataFrame):
@@ -477,16 +578,28 @@ class KisProvider(WebSocketProvider):
             return
         received = self.now_ns()
         if frame.tr_id == TRADES:
-            trades = [parse_trade(record) for record in frame.records]  # all or none
-            for trade in trades:
-                self.publish(trade.tick(frame.count, received))
+            for record in frame.records:  # each record on its own (module doc)
+                try:
+                    tick = parse_trade(record).tick(frame.count, received)
+                except ValueError as exc:
+                    self._malformed_record(exc)
+                    continue
+                self.publish(tick)
         elif frame.tr_id == ORDERBOOK:
             today = dt.datetime.fromtimestamp(received / 1e9, KST).strftime("%Y%m%d")
-            ticks = [parse_orderbook(r, today, frame.count, received) for r in frame.records]
-            for tick in ticks:
+            for record in frame.records:
+                try:
+                    tick = parse_orderbook(record, today, frame.count, received)
+                except ValueError as exc:
+                    self._malformed_record(exc)
+                    continue
                 self.publish(tick)
         else:
             log.debug("kis: ignoring %s frame", frame.tr_id)
+
+    def _malformed_record(self, exc: ValueError) -> None:
+        self.status.malformed += 1
+        log.debug("kis: skipped a malformed record: %s", exc)
 
     def _control(self, control: Control) -> list[str | bytes]:
         if control.msg_cd == APPKEY_IN_USE or control.tr_id == "(null)":
@@ -518,9 +631,10 @@ class KisProvider(WebSocketProvider):
     def _failure(self, control: Control) -> tuple[FailureReason, str]:
         detail = f"{control.msg_cd} {control.msg1}".strip()
         if control.msg_cd == MAX_SUBSCRIBE_OVER:
-            # The server's cap may be below 41 (§7, U15): learn it from what it accepted.
+            # The server's cap may be below 41 (§7, U15): learn it from what it accepted,
+            # for a while (its cause, e.g. registrations of an earlier session, may pass).
             accepted = len(self._live) // len(self.trs)
-            self.set_quota(max(1, min(self.quota, accepted)))
+            self.adapt_quota(max(1, min(self.quota, accepted)))
             return FailureReason.QUOTA, detail
         return FailureReason.REJECTED, detail
 
