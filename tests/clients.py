@@ -52,6 +52,8 @@ class MemoryServer:
     def __init__(
         self, hub: Hub, nursery: trio.Nursery, config: Config, limits: ClientLimits
     ) -> None:
+        if config.allowed_hosts is None:  # memory streams have no DNS to rebind
+            config = config.replace(allowed_hosts=("*",))
         self.state = ServerState(hub, config, limits)
         self._nursery = nursery
 

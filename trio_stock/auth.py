@@ -28,7 +28,6 @@ Claims the gateway understands, besides the registered ones:
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from collections.abc import Mapping
@@ -40,6 +39,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .config import AuthMode as AuthMode
 from .config import Secret
 from .errors import ConfigError, TrioStockError
 from .model import Market
@@ -48,13 +48,6 @@ LEEWAY = 30.0  # seconds of clock skew tolerated on exp and nbf
 MAX_TOKEN_BYTES = 8 * 1024  # longer "tokens" are refused before any parsing
 MIN_SECRET_BYTES = 32  # RFC 7518 §3.2: an HS256 key as long as the hash
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256", "EdDSA")
-
-
-class AuthMode(enum.Enum):
-    """``TRIO_STOCK_AUTH``: anonymous clients, or a token for every client."""
-
-    NONE = "none"
-    JWT = "jwt"
 
 
 class InvalidToken(TrioStockError):

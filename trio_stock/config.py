@@ -64,6 +64,18 @@ class UsProvider(enum.Enum):
     FMP = "fmp"
 
 
+class AuthMode(enum.Enum):
+    """``TRIO_STOCK_AUTH``: anonymous clients, or a token for every client (auth.py)."""
+
+    NONE = "none"
+    JWT = "jwt"
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks around items are dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def _parse_int(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         value = int(text)
@@ -139,6 +151,22 @@ class Config:
         "TRIO_STOCK_SIM_TICKS_PER_SECOND", 2.0, _parse_float(0.001, 10_000)
     )
     sim_seed: int = _setting("TRIO_STOCK_SIM_SEED", 0, _parse_int(0, 2**63))
+    # None: anonymous on a loopback address, and a start error anywhere else (auth.py).
+    auth: AuthMode | None = _setting("TRIO_STOCK_AUTH", None, AuthMode)
+    jwt_secret: Secret | None = _setting("TRIO_STOCK_JWT_SECRET", None, Secret)
+    jwt_key_file: str | None = _setting("TRIO_STOCK_JWT_KEY_FILE", None)
+    jwt_audience: str | None = _setting("TRIO_STOCK_JWT_AUDIENCE", None)
+    jwt_issuer: str | None = _setting("TRIO_STOCK_JWT_ISSUER", None)
+    # Browser origins allowed to open a WebSocket or send a non-GET request (exact match;
+    # "*" allows any). None: this gateway's own origin and loopback origins (origins.py).
+    allowed_origins: tuple[str, ...] | None = _setting(
+        "TRIO_STOCK_ALLOWED_ORIGINS", None, _parse_list
+    )
+    # Host header values accepted (against DNS rebinding). None: loopback names when bound
+    # to a loopback address, any host otherwise.
+    allowed_hosts: tuple[str, ...] | None = _setting("TRIO_STOCK_ALLOWED_HOSTS", None, _parse_list)
+    tls_cert: str | None = _setting("TRIO_STOCK_TLS_CERT", None)
+    tls_key: str | None = _setting("TRIO_STOCK_TLS_KEY", None)
     log_level: str = _setting(
         "TRIO_STOCK_LOG_LEVEL", "INFO", _parse_choice("DEBUG", "INFO", "WARNING", "ERROR")
     )

@@ -14,15 +14,21 @@ Cancelling the listener closes every WebSocket client with 1001 within ``CLOSE_G
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import importlib.resources
 import itertools
 import logging
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
+import attrs
 import trio
 
+from .access import AccessPolicy, build_verifier
+from .auth import ANONYMOUS, Grant, TokenVerifier
 from .config import Config
 from .endpoints import metrics, rest
 from .endpoints.client import CLOSE_GOING_AWAY, CLOSE_INTERNAL, ClientLimits, ClientSession
@@ -30,6 +36,7 @@ from .endpoints.keepalive import KeepAlive
 from .endpoints.prices import PricesProtocol
 from .endpoints.protocol import ClientProtocol
 from .endpoints.stock import StockProtocol
+from .errors import ConfigError
 from .http import (
     HEAD_TIMEOUT,
     HttpConnection,
@@ -46,6 +53,7 @@ from .wsserver import ServerWebSocket, handshake_response
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE = 2.0  # seconds a closing handshake may take at shutdown
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take to finish the TLS handshake
 REST_HOLD_LIMIT = 10_000  # server-held (REST) symbols; the provider quotas bind long before
 PROTOCOLS: dict[str, ClientProtocol] = {
     "/ws/stock/": StockProtocol(),
@@ -74,10 +82,19 @@ def load_static_files() -> dict[str, Response]:
 class ServerState:
     """What every connection of one listener shares."""
 
-    def __init__(self, hub: Hub, config: Config, limits: ClientLimits) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        config: Config,
+        limits: ClientLimits,
+        *,
+        verifier: TokenVerifier | None = None,
+        scheme: str = "http",
+    ) -> None:
         self.hub = hub
         self.config = config
         self.limits = limits
+        self.access = AccessPolicy(config, verifier, lambda: hub.clock.now_ns() / 1e9, scheme)
         self.rest_holds = hub.subscriber(Policy.DISCARD, name="rest", max_symbols=REST_HOLD_LIMIT)
         self.admission = Admission(
             AdmissionLimits(
@@ -87,7 +104,7 @@ class ServerState:
             )
         )
         self.clients_by_protocol: Counter[str] = Counter()
-        self.connection_errors: Counter[str] = Counter()  # by kind: "http", "websocket"
+        self.connection_errors: Counter[str] = Counter()  # by kind: "http", "websocket", "tls"
         self.keep_alive = KeepAlive(limits.ping_interval, limits.ping_timeout)
         self.static_files = load_static_files()
         self._connection_ids = itertools.count(1)
@@ -142,19 +159,46 @@ async def serve_http(
     Raises:
         ListenError: the address cannot be bound (in use, not local, no permission).
     """
+    verifier = build_verifier(config)  # refuses an anonymous public bind, bad keys
+    tls = server_ssl_context(config)
     try:
-        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+        tcp = await trio.open_tcp_listeners(config.port, host=config.host)
     except OSError as exc:
         where = f"{config.host}:{config.port}"
         raise ListenError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from exc
-    port = int(listeners[0].socket.getsockname()[1])
-    state = ServerState(hub, config, limits or client_limits(config))
+    port = int(tcp[0].socket.getsockname()[1])
+    listeners: list[trio.abc.Listener[Any]] = list(tcp)
+    if tls is not None:
+        listeners = [trio.SSLListener(t, tls, https_compatible=True) for t in tcp]
+    scheme = "http" if tls is None else "https"
+    state = ServerState(
+        hub, config, limits or client_limits(config), verifier=verifier, scheme=scheme
+    )
     handler = functools.partial(handle_connection, state=state)
     async with state.rest_holds, trio.open_nursery() as nursery:
         await nursery.start(state.keep_alive.run)
         await nursery.start(trio.serve_listeners, handler, listeners)
-        log.info("listening on http://%s:%d", config.host, port)
+        auth = "jwt" if verifier is not None else "none"
+        log.info("listening on %s://%s:%d (auth: %s)", scheme, config.host, port, auth)
         task_status.started(port)
+
+
+def server_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The TLS context of ``--tls-cert``/``--tls-key``: TLS 1.2 or newer, HTTP/1.1 by ALPN.
+
+    Raises:
+        ConfigError: the files cannot be loaded.
+    """
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+    return context
 
 
 async def handle_connection(stream: trio.abc.Stream, *, state: ServerState) -> None:
@@ -164,6 +208,12 @@ async def handle_connection(stream: trio.abc.Stream, *, state: ServerState) -> N
     only (counted, logged with the connection id); cancellation still propagates.
     """
     connection_id = state.next_connection_id()
+    if isinstance(stream, trio.SSLStream):
+        handshaken = False
+        with _boundary(state, connection_id, "tls"):
+            handshaken = await _tls_handshake(stream)
+        if not handshaken:
+            return  # serve_listeners closes the stream
     ip = _peer_ip(stream)
     refusal = state.admission.admit(ip)
     if refusal is not None:
@@ -192,7 +242,20 @@ def _boundary(state: ServerState, connection_id: int, kind: str) -> Iterator[Non
         state.connection_failed(connection_id, kind, group)
 
 
+async def _tls_handshake(stream: trio.SSLStream[Any]) -> bool:
+    """True once the handshake is done; False for a peer too slow, not TLS, or too old."""
+    with trio.move_on_after(TLS_HANDSHAKE_TIMEOUT):
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False  # e.g. plain HTTP, or TLS 1.1: the TLS layer has said so already
+        return True
+    return False
+
+
 def _peer_ip(stream: trio.abc.Stream) -> str | None:
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
     if not isinstance(stream, trio.SocketStream):
         return None  # in-memory streams (tests, embedding): no address to limit
     try:
@@ -215,6 +278,10 @@ async def _serve_requests(
         if request is None:
             return None
         first = False
+        refused = state.access.check_request(request)
+        if refused is not None:
+            await http.send_error(refused)
+            return None
         if request.is_websocket_upgrade:
             return await _upgrade(http, request, state)
         try:
@@ -273,50 +340,88 @@ async def _run_client(
 
 # ---- REST routing ------------------------------------------------------------------
 
-Route = Callable[[Request, ServerState], Awaitable[Response] | Response]
+
+class Access(enum.Enum):
+    """Who may use a route when auth is on (with auth off, everyone may use every route)."""
+
+    PUBLIC = "public"  # the dashboard's files and health: no market data
+    USER = "user"  # market data: any valid token, filtered by its markets
+    ADMIN = "admin"  # server-held subscriptions and metrics: the token's 'admin' claim
+
+
+# A handler gets the request, the shared state, the caller's grant, and the path's tail
+# after a prefix route's prefix ("" for exact routes).
+Handler = Callable[[Request, "ServerState", Grant, str], Awaitable[Response] | Response]
+
+
+@attrs.frozen
+class Route:
+    method: str
+    access: Access
+    handler: Handler
 
 
 async def route(request: Request, state: ServerState) -> Response:
-    """Answer a plain HTTP request."""
-    path = request.path
-    if path.startswith(rest.PREFIX + "/cache/") and len(path) > len(rest.PREFIX + "/cache/"):
-        if request.method != "GET":
-            return _not_allowed("GET")
-        return rest.cache_symbol(path.removeprefix(rest.PREFIX + "/cache/"), state)
-    if path.startswith("/static/"):
-        return _static(path.removeprefix("/static/"), request, state)
-    entry = _ROUTES.get(path)
-    if entry is None:
-        return error_response(404, f"not found: {path[:200]}")
-    method, handler = entry
-    if request.method != method:
-        return _not_allowed(method)
-    answer = handler(request, state)
+    """Answer a plain HTTP request: find the route, check the method and the caller."""
+    found = _find(request.path)
+    if found is None:
+        return error_response(404, f"not found: {request.path[:200]}")
+    entry, tail = found
+    if request.method != entry.method:
+        return _not_allowed(entry.method)
+    grant = ANONYMOUS
+    if entry.access is not Access.PUBLIC:
+        authorized = state.access.authorize(request, admin=entry.access is Access.ADMIN)
+        if isinstance(authorized, RequestError):
+            return error_response(authorized.status, authorized.detail, authorized.headers)
+        grant = authorized
+    answer = entry.handler(request, state, grant, tail)
     return answer if isinstance(answer, Response) else await answer
+
+
+def _find(path: str) -> tuple[Route, str] | None:
+    """The route of ``path``: an exact one, or a prefix one whose tail is one segment."""
+    exact = _ROUTES.get(path)
+    if exact is not None:
+        return exact, ""
+    for prefix, entry in _PREFIX_ROUTES.items():
+        tail = path.removeprefix(prefix)
+        if tail != path and tail and "/" not in tail:
+            return entry, tail
+    return None
 
 
 def _not_allowed(method: str) -> Response:
     return error_response(405, f"method not allowed; use {method}", headers=(("allow", method),))
 
 
-def _static(name: str, request: Request, state: ServerState) -> Response:
-    if request.method != "GET":
-        return _not_allowed("GET")
+def _static(name: str, state: ServerState) -> Response:
     response = state.static_files.get(name)
     if response is None:
         return error_response(404, f"not found: /static/{name[:200]}")
     return response
 
 
-_ROUTES: dict[str, tuple[str, Route]] = {
-    "/": ("GET", lambda req, st: _static("index.html", req, st)),
-    rest.PREFIX + "/health": ("GET", lambda req, st: rest.health(st)),
-    rest.PREFIX + "/status": ("GET", lambda req, st: rest.status(st)),
-    rest.PREFIX + "/subscribe": ("POST", rest.subscribe),
-    rest.PREFIX + "/unsubscribe": ("POST", rest.unsubscribe),
-    rest.PREFIX + "/cache": ("GET", rest.cache),
-    "/metrics": (
-        "GET",
-        lambda req, st: Response(200, metrics.render(st).encode(), metrics.CONTENT_TYPE),
+def _metrics(state: ServerState) -> Response:
+    return Response(200, metrics.render(state).encode(), metrics.CONTENT_TYPE)
+
+
+_ROUTES: dict[str, Route] = {
+    "/": Route("GET", Access.PUBLIC, lambda req, st, g, t: _static("index.html", st)),
+    rest.PREFIX + "/health": Route("GET", Access.PUBLIC, lambda req, st, g, t: rest.health(st)),
+    rest.PREFIX + "/status": Route("GET", Access.USER, lambda req, st, g, t: rest.status(st)),
+    rest.PREFIX + "/subscribe": Route(
+        "POST", Access.ADMIN, lambda req, st, g, t: rest.subscribe(req, st)
+    ),
+    rest.PREFIX + "/unsubscribe": Route(
+        "POST", Access.ADMIN, lambda req, st, g, t: rest.unsubscribe(req, st)
+    ),
+    rest.PREFIX + "/cache": Route("GET", Access.USER, lambda req, st, g, t: rest.cache(req, st, g)),
+    "/metrics": Route("GET", Access.ADMIN, lambda req, st, g, t: _metrics(st)),
+}
+_PREFIX_ROUTES: dict[str, Route] = {
+    "/static/": Route("GET", Access.PUBLIC, lambda req, st, g, name: _static(name, st)),
+    rest.PREFIX + "/cache/": Route(
+        "GET", Access.USER, lambda req, st, g, symbol: rest.cache_symbol(symbol, st, g)
     ),
 }

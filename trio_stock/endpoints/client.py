@@ -176,7 +176,7 @@ class ClientSession:
         handler = self.protocol.actions.get(action) if isinstance(action, str) else None
         if handler is None:
             await self._error(
-                f"unknown action {action!r}; one of: {', '.join(self.protocol.actions)}"
+                f"unknown action {action!r:.100}; one of: {', '.join(self.protocol.actions)}"
             )
             return
         if action in self.protocol.churn_actions and not self._churn.take():

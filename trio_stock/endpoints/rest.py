@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..auth import ANONYMOUS, Grant
 from ..http import Request, Response, error_response, json_response
 from ..hub import FailureReason, SubscribeResult
 from ..symbols import normalize_symbol
@@ -197,7 +198,7 @@ def _cache_entry(fields: Mapping[str, Any], kind: str) -> dict[str, Any]:
     return entry
 
 
-def cache(request: Request, state: ServerState) -> Response:
+def cache(request: Request, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
     limit = DEFAULT_CACHE_LIMIT
     for part in filter(None, request.query.split("&")):
         key, _, value = part.partition("=")
@@ -206,18 +207,20 @@ def cache(request: Request, state: ServerState) -> Response:
             if parsed is None:
                 return error_response(422, f"limit must be an integer from 1 to {MAX_CACHE_LIMIT}")
             limit = parsed
-    states = state.hub.cached()
+    states = [s for s in state.hub.cached() if grant.allows(s.market)]
     data = {s.symbol: _cache_entry(state_fields(s), s.kind.value) for s in states[:limit]}
     return json_response(
         200, {"total": len(states), "returned": len(data), "limit": limit, "data": data}
     )
 
 
-def cache_symbol(symbol: str, state: ServerState) -> Response:
+def cache_symbol(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
     try:
-        canonical, _ = normalize_symbol(symbol)
+        canonical, market = normalize_symbol(symbol)
     except ValueError:
         return error_response(422, f"invalid symbol: {symbol[:32]!r}")
+    if not grant.allows(market):
+        return error_response(403, f"this token is not entitled to the {market.value} market")
     latest = state.hub.latest(canonical)
     if latest is None:
         return error_response(404, f"no cached data for {canonical}")
