@@ -24,13 +24,15 @@ import trio.testing
 
 from trio_stock.clock import WallClock
 from trio_stock.config import Config, Secret
+from trio_stock.endpoints.prices import encode_price_update
+from trio_stock.endpoints.stock import encode_stock_price
 from trio_stock.errors import ConfigError
 from trio_stock.hub import FailureReason, Hub, Policy
 from trio_stock.hub.subscriber import Subscriber
-from trio_stock.model import SymbolState, TickKind
+from trio_stock.model import Market, SymbolState, Tick, TickKind, merge
 from trio_stock.upstream.backoff import Backoff
 from trio_stock.upstream.contract import ProviderState
-from trio_stock.upstream.fmp import FmpProvider, tls_context
+from trio_stock.upstream.fmp import MAX_REST_BODY, FmpProvider, tls_context
 from trio_stock.upstream.fmp_wire import (
     Control,
     LoginOutcome,
@@ -40,8 +42,11 @@ from trio_stock.upstream.fmp_wire import (
     login_frame,
     normalize_time_ns,
     parse_quotes,
+    provider_time_ns,
     ticker_frames,
 )
+from trio_stock.upstream.session import TIME_MAX_NS, TIME_MIN_NS, tick_problem
+from trio_stock.wsserver import frame_payload
 
 from .conftest import EPOCH_NS
 from .fakes.fake_fmp import (
@@ -239,6 +244,155 @@ def test_rest_non_json_or_bad_status_is_an_error() -> None:
         parse_quotes(502, b"<html>bad gateway</html>", 0)
     with pytest.raises(RestError, match="not a JSON array"):
         parse_quotes(200, b"<html>", 0)
+
+
+# ---- untrusted input, without sockets ------------------------------------------------
+
+
+ENCODERS = (encode_price_update, encode_stock_price)
+
+
+def encoded_for_clients(tick: Tick) -> list[Any]:
+    """The tick as both client protocols would send it (the encoders raise on bad values)."""
+    state = merge(None, tick, market=Market.US, provider="fmp", epoch=1)
+    return [orjson.loads(frame_payload(encode(state))) for encode in ENCODERS]
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        1e29,  # int(1e29) ns: orjson cannot encode the millisecond timestamp of it
+        10**25,  # a JSON integer beyond 64 bits (orjson reads it as a float)
+        2**64 - 1,  # the largest JSON integer orjson reads as an int
+        1e16,  # microseconds by magnitude: the year 2286
+        TIME_MAX_NS,
+        TIME_MIN_NS - 1,
+        1,
+        0,
+        -NOW,
+        "1689947444",
+        [NOW],
+        {"t": NOW},
+        True,
+        None,
+    ],
+)
+def test_an_unusable_t_falls_back_to_the_receive_time(t: Any) -> None:
+    frame = (
+        orjson.dumps({"s": "aapl", "type": "T", "lp": 1.5, "t": t})
+        if t != 10**25
+        else (b'{"s":"aapl","type":"T","lp":1.5,"t":10000000000000000000000000}')
+    )
+    (tick,) = decode_frame(frame, received_ns=EPOCH_NS).ticks
+    assert tick.provider_time_ns == EPOCH_NS
+    assert tick_problem(tick) is None
+    price_update, stock_price = encoded_for_clients(tick)
+    assert price_update["timestamp"] == EPOCH_NS // 1_000_000
+    assert stock_price["price"] == 1.5
+    assert provider_time_ns(t, 5) == 5
+
+
+def test_a_t_in_the_window_is_kept_in_any_unit() -> None:
+    assert provider_time_ns(NOW, 5) == NOW
+    assert provider_time_ns(NOW // 10**6, 5) == NOW // 10**6 * 10**6  # milliseconds
+    assert provider_time_ns(TIME_MIN_NS, 5) == TIME_MIN_NS
+    assert provider_time_ns(1_689_947_444.5, 5) == 1_689_947_444_500_000_000
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"s": "aapl", "type": ["T"], "lp": 1.0},  # was TypeError (unhashable): session over
+        {"s": "aapl", "type": {"T": 1}, "lp": 1.0},
+        {"s": "aapl", "type": None, "lp": 1.0},
+        {"s": {"sym": "aapl"}, "type": "T", "lp": 1.0},
+        {"s": ["aapl"], "type": "T", "lp": 1.0},
+        {"s": "   ", "type": "T", "lp": 1.0},  # nothing left once stripped
+        {"s": "äpfel", "type": "T", "lp": 1.0},  # not ASCII
+        {"s": "aa\npl", "type": "T", "lp": 1.0},  # not printable
+        {"s": "aapl", "type": "T", "lp": 1e300},  # prices: PRICE_MIN..PRICE_MAX
+        {"s": "aapl", "type": "T", "lp": 1e-9},
+        {"s": "aapl", "type": "T", "lp": -5.0},
+        {"s": "aapl", "type": "T", "lp": [1.0]},
+        {"s": "aapl", "type": "Q", "bp": 1e10, "ap": 0.0},
+        {"s": "aapl", "type": "Q", "bp": {"x": [[[]]]}, "ap": None},
+    ],
+)
+def test_any_json_shape_in_a_data_object_is_counted_not_raised(item: Any) -> None:
+    frame = orjson.dumps([item, trade_frame("msft", 370.0, 5, NOW)])
+    decoded = decode_frame(frame, EPOCH_NS)
+    assert decoded.malformed == 1
+    assert [(t.symbol, t.price) for t in decoded.ticks] == [("MSFT", 370.0)]
+
+
+def test_fields_out_of_bounds_are_absent_and_the_tick_stays_usable() -> None:
+    frame = {"s": "aapl", "type": "T", "t": NOW, "lp": 10.0, "ls": 1e300}
+    (trade,) = decode_frame(orjson.dumps(frame), 0).ticks
+    assert (trade.price, trade.size) == (10.0, None)
+    quote = {"s": "aapl", "type": "Q", "t": NOW, "bp": 1e10, "bs": -1, "ap": 10.5, "as": 2**63}
+    (tick,) = decode_frame(orjson.dumps(quote), 0).ticks
+    assert (tick.bid, tick.bid_size, tick.ask, tick.ask_size) == (None, None, 10.5, None)
+    assert tick_problem(tick) is None
+    encoded_for_clients(tick)
+
+
+DEEP = "[" * 1_000 + "]" * 1_000  # orjson reads 1,024 levels; repr() of it raises
+
+
+def test_control_frames_of_any_shape_are_read_safely() -> None:
+    items: list[dict[str, Any]] = [
+        {"event": []},
+        {"event": "DEEP", "status": "DEEP", "message": "DEEP"},
+        {"event": "LOGIN" * 1_000, "status": 2**63, "message": "x" * 10_000},
+        {"event": "subscribe", "status": 200.0, "message": None},
+        {"event": "subscribe", "status": True},
+        {"event": "login", "data": {"status": "401", "message": ["Unauthorized"]}},
+    ]
+    text = orjson.dumps(items).decode().replace('"DEEP"', DEEP)  # too deep for dumps()
+    decoded = decode_frame(text, 0)
+    assert [c.event for c in decoded.controls] == [
+        "<list>",
+        "<list>",
+        "login" * 12 + "logi",
+        "subscribe",
+        "subscribe",
+        "login",
+    ]
+    assert [c.status for c in decoded.controls] == [None] * 6
+    assert [len(c.message) for c in decoded.controls] == [0, 0, 500, 0, 0, 0]
+    assert decoded.controls[-1].login_outcome() is LoginOutcome.OK  # no words, no status
+
+
+def test_rest_quotes_are_held_to_the_same_bounds() -> None:
+    body = orjson.dumps(
+        [
+            _quote(timestamp=1e29, change=1e300, changePercentage=1e9, volume=-1, open=0),
+            _quote(symbol="  ", price=1.0),
+            _quote(symbol="MSFT", price=1e300),
+            _quote(symbol="NVDA", timestamp=[1], changePercentage=None, changesPercentage=1e7),
+        ]
+    )
+    aapl, nvda = parse_quotes(200, body, received_ns=EPOCH_NS)
+    assert (aapl.symbol, aapl.provider_time_ns, aapl.change, aapl.change_rate) == (
+        "AAPL",
+        EPOCH_NS,
+        None,
+        None,
+    )
+    assert (aapl.volume, aapl.open, aapl.price) == (None, None, 254.43)
+    assert (nvda.symbol, nvda.provider_time_ns, nvda.change_rate) == ("NVDA", EPOCH_NS, None)
+    for tick in (aapl, nvda):
+        assert tick_problem(tick) is None
+        encoded_for_clients(tick)
+
+
+def test_rest_error_bodies_of_any_shape() -> None:
+    with pytest.raises(RestError) as caught:
+        parse_quotes(429, b'{"Error Message": ' + DEEP.encode() + b"}", 0)
+    assert caught.value.message == "error object"  # str() of it raised RecursionError
+    with pytest.raises(RestError) as caught:
+        parse_quotes(429, orjson.dumps({"Error Message": 7, "message": LIMIT_REACH * 10}), 0)
+    assert caught.value.kind == "limit" and len(caught.value.message) == 300
 
 
 # ---- TLS -------------------------------------------------------------------------------
@@ -517,7 +671,9 @@ async def test_garbage_frames_are_skipped_and_counted(
             state = await next_state(sub)
             assert (state.last_price, state.provider_time_ns) == (191.0, NOW)
         stats = provider.statistics()
-        assert stats.malformed == 6  # five garbage frames and the stray element
+        # Four garbage frames, the two elements of [1, 2] and the stray element: each
+        # unusable object counts once.
+        assert stats.malformed == 7
         assert stats.connects == 1 and stats.state is ProviderState.CONNECTED
         nursery.cancel_scope.cancel()
 
@@ -837,3 +993,86 @@ async def test_the_key_is_added_below_httpx_so_its_request_log_never_shows_it(
     (url,) = seen
     assert url.path == "/stable/quote" and url.query == f"symbol=AAPL&apikey={KEY}".encode()
     assert "/stable/quote?symbol=AAPL" in caplog.text and KEY not in caplog.text
+
+
+# ---- untrusted input over a real socket ------------------------------------------------
+
+JUNK: list[str | bytes] = [
+    '{"s":"aapl","type":["T"],"lp":1.0}',  # was TypeError: the session ended
+    '{"s":{"x":1},"type":"T","lp":1.0}',
+    '{"event":[],"status":99999999999999999999}',  # an unknown control: not malformed
+    '{"s":"aapl","type":"T","lp":1e300,"t":1}',
+    "[" * 1_000 + "]" * 1_000,  # a deep array: its only element is not an object
+    "[" * 2_000,  # deeper than orjson reads: not JSON
+    b"\xff\xfe\x00 binary",  # a binary frame that is not UTF-8
+    b'{"s":"aapl","type":"T","lp":2.0}',  # a binary frame of valid JSON (FMP sends text)
+    "\x00",
+    '{"s":"aapl","type":"T","lp":3.0,"t":1e29}',  # usable: t falls back to the read time
+]
+MALFORMED_IN_JUNK = 7  # all but the unknown control, the binary JSON and the last frame
+
+
+async def test_junk_in_the_middle_of_a_tape_is_counted_and_prices_keep_flowing(
+    autojump_clock: trio.testing.MockClock, fake: FakeFmp
+) -> None:
+    provider = make_provider(fake)
+    async with trio.open_nursery() as nursery:
+        hub = await run_hub(nursery, provider)
+        async with hub.subscriber(Policy.LOSSLESS) as sub:
+            assert (await hub.subscribe(sub, ["AAPL"])).ok
+            await next_state(sub)  # the snapshot
+            fake.interleave = list(JUNK)
+            prices = [100.0 + i for i in range(len(JUNK))]
+            for price in prices:  # junk and a trade in one write, so in one read
+                t = mock_epoch_ns() - 1_000  # a provider time the receive time is not
+                assert await fake.trade("aapl", price, t=t) == 1
+            states = [await next_state(sub) for _ in range(len(prices) + 2)]
+        got = [(s.last_price, s.provider_time_ns == s.received_ns) for s in states]
+        expected = [(p, False) for p in prices]
+        expected.insert(7, (2.0, True))  # the binary frame's JSON, read like text; no t
+        expected.insert(10, (3.0, True))  # t=1e29 gave way to the receive time
+        assert got == expected
+        stats = provider.statistics()
+        assert stats.malformed == MALFORMED_IN_JUNK
+        assert (stats.connects, fake.connections_total, stats.state) == (
+            1,
+            1,
+            ProviderState.CONNECTED,
+        )
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        (lambda: httpx.Response(200, content=b" " * (MAX_REST_BODY + 1)), "http_error"),
+        (lambda: httpx.Response(200, content=b"[" * 5_000), "not a JSON array"),
+        (lambda: httpx.Response(200, json=[_quote(timestamp=1e29, price=1e300)]), None),
+        (lambda: 1 / 0, "ZeroDivisionError"),  # a bug below httpx: not an HTTPError
+    ],
+)
+async def test_a_hostile_rest_answer_never_ends_the_provider(
+    autojump_clock: trio.testing.MockClock,
+    fake: FakeFmp,
+    answer: Any,
+    shown: str | None,
+) -> None:
+    provider = make_provider(fake, http_transport=httpx.MockTransport(lambda _: answer()))
+    async with trio.open_nursery() as nursery:
+        hub = await run_hub(nursery, provider)
+        async with hub.subscriber(Policy.LOSSLESS) as sub:
+            assert (await hub.subscribe(sub, ["AAPL"])).ok
+            await trio.sleep(1)  # the snapshot request was answered, one way or another
+            await fake.trade("aapl", 188.0)
+            state = await next_state(sub)
+            assert (state.last_price, state.seq) == (188.0, 1)  # no snapshot got through
+            assert provider.snapshots == 0
+            if shown is not None:
+                assert provider.rest_errors == 1
+                assert shown in (provider.statistics().last_error or "")
+            # The snapshot task lives on: the next symbol is asked for too.
+            assert (await hub.subscribe(sub, ["MSFT"])).ok
+            await trio.sleep(1)
+            assert provider.rest_errors == (2 if shown else 0)
+        assert provider.statistics().connects == 1
+        nursery.cancel_scope.cancel()

@@ -105,6 +105,57 @@ async def test_in_process_gateway_serves_fmp_ticks_to_seed_003_clients(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_huge_t_never_reaches_the_clients_encoders(
+    autojump_clock: trio.testing.MockClock, fake: FakeFmp
+) -> None:
+    """``"t": 1e29`` became a provider time of 10**29 ns: orjson could not encode its
+    millisecond ``timestamp`` (over 64 bits) in any seed 003 client's writer, nor
+    ``datetime`` its seed 000 ``time``. Now it gives way to the receive time."""
+    config = Config(
+        port=0,
+        fmp_api_key=Secret(KEY),
+        fmp_ws_url=fake.ws_url,
+        fmp_rest_url=fake.rest_url,
+    )
+    async with trio.open_nursery() as nursery:
+        gateway = await nursery.start(trio_stock.serve, config)
+        assert gateway.port
+        async with (
+            real_websocket(gateway.port, PRICES) as first,
+            real_websocket(gateway.port, PRICES) as second,
+        ):
+            for ws in (first, second):
+                await receive(ws, "connected")
+                subscribe = {"action": "subscribe", "symbols": ["AAPL"]}
+                await ws.send_message(orjson.dumps(subscribe).decode())
+                await receive(ws, "subscription")
+                await receive(ws, "price_update")  # the snapshot
+            huge = [
+                b'{"s":"aapl","type":"T","lp":150.25,"ls":10,"t":1e29}',
+                b'{"s":"aapl","type":"T","lp":150.5,"ls":20,"t":100000000000000000000000000}',
+                b'{"s":"aapl","type":["T"],"lp":1.0}',  # and a type that is a list
+            ]
+            for text in huge:
+                assert await fake.send_raw(text.decode()) == 1
+            t_good = 1_763_700_000_123_456_789
+            assert await fake.trade("aapl", 151.0, 30, t=t_good) == 1
+            for ws in (first, second):
+                updates = [await receive(ws, "price_update") for _ in range(3)]
+                assert [(u["last_price"], u["last_size"]) for u in updates] == [
+                    (150.25, 10),
+                    (150.5, 20),
+                    (151.0, 30),
+                ]
+                # The receive time stands in: plausible epoch milliseconds.
+                assert all(1.0e12 < u["timestamp"] < 4.2e12 for u in updates)
+                assert updates[-1]["timestamp"] == t_good // 1_000_000
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"http://127.0.0.1:{gateway.port}/api/v2/realtime/health")
+        (fmp,) = [p for p in health.json()["providers"] if p["kind"] == "fmp"]
+        assert (fmp["malformed"], fmp["connects"], fmp["state"]) == (1, 1, "connected")
+        nursery.cancel_scope.cancel()
+
+
 async def test_python_m_trio_stock_with_fmp_pointed_at_the_fake(
     fake: FakeFmp, tmp_path: Path
 ) -> None:

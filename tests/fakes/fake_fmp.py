@@ -24,7 +24,9 @@ What it does, as FMP is reported to:
   with the error bodies of §6/§7 under :class:`RestMode`.
 
 Fault switches: :meth:`FakeFmp.drop` (TCP reset, no close frame), :meth:`FakeFmp.stall`
-(the session goes silent but stays open), :meth:`FakeFmp.send_raw` (garbage frames).
+(the session goes silent but stays open), :meth:`FakeFmp.send_raw` (garbage frames: any
+text, or bytes as a binary frame), :attr:`FakeFmp.interleave` (raw frames slipped in
+before each data frame, in the same write: junk in the middle of a tape).
 :attr:`FakeFmp.live_connections` counts open TCP connections, so tests prove that a client
 leaves no socket behind across reconnects.
 
@@ -52,7 +54,14 @@ import h11
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .serving import TwoPortFake, next_request, send_json
@@ -159,6 +168,10 @@ class FakeFmp(TwoPortFake):
         seed: Seed of the price walk.
         clock: Epoch nanoseconds for ``t`` (default the wall clock; tests pass their own).
         tls: A server TLS context: both endpoints then speak ``wss://`` / ``https://``.
+        interleave: Raw frames (text, or bytes sent as binary frames) to slip in: while it
+            is not empty, each data frame :meth:`send_frame` sends to a symbol's sessions
+            (trades, quotes, breaks) goes out right after the next one of them, in the
+            same write, so both arrive in one read.
     """
 
     api_key: str = DEFAULT_API_KEY
@@ -172,6 +185,7 @@ class FakeFmp(TwoPortFake):
     seed: int = 0
     clock: Callable[[], int] = time.time_ns
     tls: ssl.SSLContext | None = None
+    interleave: list[str | bytes] = attrs.Factory(list)
     # ---- observations ----
     connections_total: int = attrs.field(default=0, init=False)
     live_connections: int = attrs.field(default=0, init=False)
@@ -243,8 +257,11 @@ class FakeFmp(TwoPortFake):
             session.stalled = True
         return len(self.sessions)
 
-    async def send_raw(self, text: str) -> int:
-        """Send ``text`` as is (e.g. garbage) to every live authenticated session."""
+    async def send_raw(self, text: str | bytes) -> int:
+        """Send ``text`` as is (e.g. garbage) to every live authenticated session.
+
+        Bytes go out as a binary frame (FMP sends text; a binary frame is a fault).
+        """
         return await self._send_to(text, (s for s in self.sessions if s.authenticated))
 
     # ---- data ----------------------------------------------------------------------
@@ -258,7 +275,14 @@ class FakeFmp(TwoPortFake):
         text = json.dumps(frame, separators=(",", ":"))
         if symbol is None:
             return await self.send_raw(text)
-        return await self._send_to(text, self._audience(symbol.lower()))
+        audience = self._audience(symbol.lower())
+        if self.interleave:
+            junk = self.interleave.pop(0)
+            reached = 0
+            for session in audience:
+                reached += await self._send(session, [junk, text])
+            return reached
+        return await self._send_to(text, audience)
 
     async def trade(
         self, symbol: str, price: float, size: int = 100, *, t: int | None = None
@@ -368,19 +392,20 @@ class FakeFmp(TwoPortFake):
     def _audience(self, ticker: str) -> Iterable[Session]:
         return [s for s in self.sessions if ticker in s.tickers]
 
-    async def _send_to(self, text: str, sessions: Iterable[Session]) -> int:
+    async def _send_to(self, text: str | bytes, sessions: Iterable[Session]) -> int:
         reached = 0
         for session in list(sessions):
             if await self._send(session, [text]):
                 reached += 1
         return reached
 
-    async def _send(self, session: Session, texts: Sequence[str]) -> bool:
-        """Send ``texts`` as text frames in one write; False if the session is mute or gone."""
+    async def _send(self, session: Session, texts: Sequence[str | bytes]) -> bool:
+        """Send ``texts`` as frames (text, or binary for bytes) in one write; False if the
+        session is mute or gone."""
         if session.stalled or not session.open:
             return False
         try:
-            data = b"".join(session.wsp.send(TextMessage(data=text)) for text in texts)
+            data = b"".join(session.wsp.send(_message(text)) for text in texts)
         except LocalProtocolError:  # closing
             return False
         if not await self._write(session, data):
@@ -664,6 +689,10 @@ def quote_frame(
         "lp": None,
         "ls": None,
     }
+
+
+def _message(text: str | bytes) -> TextMessage | BytesMessage:
+    return TextMessage(data=text) if isinstance(text, str) else BytesMessage(data=text)
 
 
 def _tickers(raw: object) -> tuple[str, ...] | None:

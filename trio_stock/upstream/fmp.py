@@ -23,7 +23,9 @@ a silent server would make every subscribe time out.
 Data (§4). ``T``/``Q``/``B`` become ticks; heartbeats and other control events are not data.
 The hub's merge keeps a quote from moving the last price and reports a break (``B``) with
 its kind without moving the last price (``model.merge``): a break corrects history, and the
-next trade sets the price again.
+next trade sets the price again. Frames are untrusted (:mod:`.fmp_wire`): every object
+that is neither a control frame nor usable data counts once in ``malformed`` and is
+skipped, and the frame's other objects go on.
 
 Liveness (§5, §8.4). The engine's watchdog restarts a session after ``watchdog`` seconds
 without *any* frame. Heartbeats (reported about every 30 s) keep a quiet session alive,
@@ -35,7 +37,9 @@ Snapshots (§7). When the hub asks for a symbol new to the upstream, one
 the day's range and volume and the previous close, so the first subscriber sees a price at
 once even when the tape is quiet. A snapshot never moves the price of a symbol that already
 traded live. REST errors (invalid key, limit reached, legacy 403) are logged and shown in
-``last_error``/``detail``; they never end the session.
+``last_error``/``detail``; they never end the session. An answer is read up to
+``MAX_REST_BODY`` bytes (100 quotes take ~60 KB); a longer one is an error, and so is
+anything unexpected while reading or publishing it: the snapshot task never ends.
 
 TLS (§8.1). Certificate verification is always on. ``FMP_CA_BUNDLE`` names a CA bundle
 used for both ``wss://`` and ``https://`` (the stocks host is reported to serve an
@@ -51,9 +55,10 @@ from __future__ import annotations
 import collections
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 from urllib.parse import quote
 
 import attrs
@@ -90,6 +95,7 @@ DEFAULT_ACK_GRACE = 3.0  # s without a refusal after a subscribe taken as succes
 DEFAULT_ANOTHER_LOCATION_WAIT = 300.0  # s before retrying when the key is in use (§6)
 DEFAULT_REST_TIMEOUT = 10.0  # s for one /stable/quote request
 SEED_BUFFER_MIN = 64  # symbols waiting for a snapshot; at most ~quota short strings
+MAX_REST_BODY = 1 << 20  # bytes of one /stable/quote answer (decoded) read at most
 
 
 class FmpProvider(WebSocketProvider):
@@ -226,6 +232,7 @@ class FmpProvider(WebSocketProvider):
                 except MalformedJson:
                     self.status.malformed += 1
                     continue
+                self.status.malformed += decoded.malformed
                 for control in decoded.controls:
                     if control.event == "login":
                         self._check_login(control)
@@ -259,22 +266,21 @@ class FmpProvider(WebSocketProvider):
     def handle_message(self, message: str | bytes) -> Sequence[str | bytes]:
         """Publish the ticks of one frame and act on its control events.
 
+        Each unusable object of the frame counts once in ``malformed``.
+
         Raises:
-            MalformedFrame: nothing usable in the frame.
+            MalformedFrame: the frame is not JSON, or not an object or array.
             AuthFailed, SessionRefused, UpstreamError: a login event refused the session.
         """
         try:
             decoded = decode_frame(message, self.now_ns())
         except MalformedJson as exc:
             raise MalformedFrame(str(exc)) from None
+        self.status.malformed += decoded.malformed
         for control in decoded.controls:
             self._on_control(control)
         for tick in decoded.ticks:
             self._on_tick(tick)
-        if decoded.malformed:
-            if not decoded.ticks and not decoded.controls:
-                raise MalformedFrame("no usable object in the frame")
-            self.status.malformed += decoded.malformed
         return ()
 
     def session_ended(self) -> None:
@@ -385,7 +391,11 @@ class FmpProvider(WebSocketProvider):
             wanted = set(self.wanted())
             todo = [s for s in dict.fromkeys(batch) if s in wanted and s in self._seeding]
             if todo:
-                await self._seed(client, todo)
+                try:
+                    await self._seed(client, todo)
+                except Exception as exc:  # a snapshot is never worth the provider task
+                    log.debug("%s: snapshot failure", self.name, exc_info=True)
+                    self._rest_failed(f"snapshot failed: {type(exc).__name__}", None)
             for symbol in batch:  # also those no longer wanted: they may be queued again
                 self._seeding.pop(symbol, None)
 
@@ -394,8 +404,10 @@ class FmpProvider(WebSocketProvider):
         try:
             with trio.fail_after(self.rest_timeout):
                 # Literal commas, as FMP documents (fmp.md §7); tickers need no escaping.
-                response = await client.get(f"/stable/quote?symbol={','.join(symbols)}")
-            ticks = parse_quotes(response.status_code, response.content, self.now_ns())
+                status, body = await _get_bounded(
+                    client, f"/stable/quote?symbol={','.join(symbols)}", MAX_REST_BODY
+                )
+            ticks = parse_quotes(status, body, self.now_ns())
         except RestError as exc:
             self._rest_failed(f"snapshot refused: {exc.kind}, {self._scrub(str(exc))}", exc.kind)
             return
@@ -435,6 +447,25 @@ class FmpProvider(WebSocketProvider):
         """``text`` with our key masked, should a server ever echo it."""
         key = self._api_key.reveal()
         return text.replace(key, "***") if key else text
+
+
+async def _get_bounded(client: httpx.AsyncClient, url: str, limit: int) -> tuple[int, bytes]:
+    """``GET url``: the status and at most ``limit`` bytes of the (decoded) body.
+
+    Raises:
+        RestError: the body is longer than ``limit``.
+        httpx.HTTPError: the request failed.
+    """
+    async with client.stream("GET", url) as response:
+        # An async generator, typed as an iterator: closed at once when we stop early.
+        body_chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        async with aclosing(body_chunks) as chunks:
+            body = bytearray()
+            async for chunk in chunks:
+                body += chunk
+                if len(body) > limit:
+                    raise RestError(response.status_code, f"answer longer than {limit} bytes")
+        return response.status_code, bytes(body)
 
 
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:

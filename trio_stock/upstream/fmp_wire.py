@@ -13,6 +13,20 @@ Everything here takes text or parsed JSON and returns values, so the protocol ru
   symbols are upper-case;
 - ``/stable/quote`` answers seed a symbol's state (§7), and its error bodies are told
   apart by their text, not only their status (§6, §7).
+
+Untrusted input: any JSON shape is tolerated, and no value leaves here unchecked.
+
+- A value of the wrong JSON type is treated as absent (``"type": ["T"]``, ``"s": {}``,
+  ``"event": []``, a ``status`` that is not an HTTP status); texts are cut.
+- Numbers are held to the engine's bounds (``session.py``): a price outside
+  ``PRICE_MIN``..``PRICE_MAX``, a size or volume outside ``0``..``SIZE_MAX``, a change
+  beyond ``±PRICE_MAX`` or a change rate beyond ``±CHANGE_RATE_MAX`` is absent. An object
+  left without what its kind needs (a trade's price, one side of a quote, a symbol) is
+  malformed: counted and skipped, the frame's other objects go on.
+- A ``t`` (or REST ``timestamp``) that is missing, not a number, not positive, or outside
+  the time window after normalisation (``TIME_MIN_NS``..``TIME_MAX_NS``: years 2000 to
+  2099) is replaced by the time the frame was read. The price is still good, and the
+  receive time is the honest stamp for it; an untrusted time never reaches an encoder.
 """
 
 from __future__ import annotations
@@ -26,13 +40,22 @@ import attrs
 import orjson
 
 from ..model import Tick, TickKind
+from .session import (
+    CHANGE_RATE_MAX,
+    NS_PER_S,
+    PRICE_MAX,
+    PRICE_MIN,
+    SIZE_MAX,
+    in_time_window,
+)
 
 MAX_ITEMS_PER_FRAME = 1_000  # objects in one array frame; the rest are counted malformed
 MAX_SYMBOL_LENGTH = 32  # longer `s` values are not symbols
 MAX_TICKERS_PER_FRAME = 100  # tickers per subscribe/unsubscribe frame (our own bound; §6)
 MAX_SYMBOLS_PER_QUOTE = 100  # symbols per /stable/quote request (URL stays short)
-
-NS_PER_S = 1_000_000_000
+MAX_EVENT_LENGTH = 64  # characters kept of an `event` name (logs)
+MAX_MESSAGE_LENGTH = 500  # characters kept of a control frame's `message` (logs, clients)
+MAX_REST_MESSAGE = 300  # characters kept of a REST error body's text
 
 
 def login_frame(api_key: str) -> str:
@@ -61,6 +84,7 @@ def normalize_time_ns(t: int | float) -> int:
 
     Above 1e17 the value is nanoseconds (stocks), above 1e14 microseconds, above 1e11
     milliseconds (reported for crypto/forex), otherwise seconds (REST ``timestamp``).
+    The result is not range-checked: see :func:`provider_time_ns`.
     """
     if t > 1e17:
         return int(t)
@@ -69,6 +93,27 @@ def normalize_time_ns(t: int | float) -> int:
     if t > 1e11:
         return int(t * 1_000_000)
     return int(t * NS_PER_S)
+
+
+def provider_time_ns(t: object, received_ns: int) -> int:
+    """The provider time of a ``t`` or ``timestamp``: normalised, or ``received_ns``.
+
+    The receive time stands in when ``t`` is missing, not a finite positive number, or
+    outside the time window once normalised (module doc). Integers stay exact.
+    """
+    if isinstance(t, bool):
+        return received_ns
+    if isinstance(t, int):
+        value: int | float = t
+    else:
+        number = _number(t)
+        if number is None:
+            return received_ns
+        value = number
+    if value <= 0:
+        return received_ns
+    ns = normalize_time_ns(value)
+    return ns if in_time_window(ns) else received_ns
 
 
 class LoginOutcome(enum.Enum):
@@ -177,10 +222,18 @@ def parse_control(item: dict[str, Any]) -> Control:
         status = nested.get("status", status)
         message = nested.get("message", message)
     return Control(
-        event=event.lower() if isinstance(event, str) else repr(event),
-        status=status if isinstance(status, int) and not isinstance(status, bool) else None,
-        message=message[:500] if isinstance(message, str) else "",
+        # Not repr(): that of a deeply nested value can raise RecursionError.
+        event=event[:MAX_EVENT_LENGTH].lower()
+        if isinstance(event, str)
+        else f"<{type(event).__name__}>",
+        status=status if _is_status(status) else None,
+        message=message[:MAX_MESSAGE_LENGTH] if isinstance(message, str) else "",
     )
+
+
+def _is_status(value: object) -> bool:
+    """An HTTP-like status code: an integer 100..999 (bools and floats are not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 999
 
 
 def parse_data(item: dict[str, Any], received_ns: int) -> Tick | None:
@@ -188,21 +241,19 @@ def parse_data(item: dict[str, Any], received_ns: int) -> Tick | None:
 
     Dispatch on ``type`` (fmp.md §4): ``T`` trade (``lp``/``ls``), ``Q`` quote
     (``bp``/``bs``/``ap``/``as``), ``B`` trade break (``lp``/``ls`` of the broken trade).
-    Fields that do not apply are null or missing; a ``T``/``B`` without a price or a ``Q``
-    without any side is unusable. A missing or non-numeric ``t`` falls back to the time
-    the frame was read.
+    Fields that do not apply are null or missing; a ``T``/``B`` without a usable price or
+    a ``Q`` without any usable side is unusable, and so is an object whose ``s`` is not a
+    symbol or whose ``type`` is not one of those letters (any JSON value may stand there).
+    An unusable ``t`` falls back to the time the frame was read (:func:`provider_time_ns`).
     """
-    symbol = item.get("s")
-    if not isinstance(symbol, str) or not 0 < len(symbol) <= MAX_SYMBOL_LENGTH:
+    symbol = _symbol(item.get("s"))
+    if symbol is None:
         return None
-    kind = _KINDS.get(item.get("type"))  # type: ignore[arg-type]
+    name = item.get("type")
+    kind = _KINDS.get(name) if isinstance(name, str) else None  # a list is unhashable
     if kind is None:
         return None
-    t = item.get("t")
-    exact = isinstance(t, int) and not isinstance(t, bool)  # keep nanoseconds exact
-    t = t if exact else _number(t)
-    provider_ns = normalize_time_ns(t) if t is not None and t > 0 else received_ns
-    symbol = symbol.strip().upper()
+    provider_ns = provider_time_ns(item.get("t"), received_ns)
     if kind is TickKind.QUOTE:
         bid, ask = _price(item.get("bp")), _price(item.get("ap"))
         if bid is None and ask is None:
@@ -261,8 +312,9 @@ def parse_quotes(status: int, body: bytes, received_ns: int) -> list[Tick]:
     except orjson.JSONDecodeError:
         value = None
     if isinstance(value, dict):
-        message = value.get("Error Message") or value.get("message") or value.get("error")
-        raise RestError(status, str(message)[:300] if message else "error object")
+        texts = (value.get(k) for k in ("Error Message", "message", "error"))
+        message = next((t for t in texts if isinstance(t, str) and t), None)
+        raise RestError(status, message[:MAX_REST_MESSAGE] if message else "error object")
     if not 200 <= status < 300:
         raise RestError(status, "unexpected status")
     if not isinstance(value, list):
@@ -276,18 +328,17 @@ def parse_quotes(status: int, body: bytes, received_ns: int) -> list[Tick]:
 
 
 def _quote_tick(item: dict[str, Any], received_ns: int) -> Tick | None:
-    symbol = item.get("symbol")
+    symbol = _symbol(item.get("symbol"))
     price = _price(item.get("price"))
-    if not isinstance(symbol, str) or not 0 < len(symbol) <= MAX_SYMBOL_LENGTH or price is None:
+    if symbol is None or price is None:
         return None
-    timestamp = _number(item.get("timestamp"))
-    rate = _number(item.get("changePercentage"))
+    rate = _bounded(item.get("changePercentage"), CHANGE_RATE_MAX)
     if rate is None:
-        rate = _number(item.get("changesPercentage"))  # the v3 name (§7)
+        rate = _bounded(item.get("changesPercentage"), CHANGE_RATE_MAX)  # the v3 name (§7)
     return Tick(
-        symbol.strip().upper(),
+        symbol,
         TickKind.TRADE,
-        normalize_time_ns(timestamp) if timestamp and timestamp > 0 else received_ns,
+        provider_time_ns(item.get("timestamp"), received_ns),  # seconds (§7)
         received_ns,
         price=price,
         open=_price(item.get("open")),
@@ -295,7 +346,7 @@ def _quote_tick(item: dict[str, Any], received_ns: int) -> Tick | None:
         low=_price(item.get("dayLow")),
         volume=_size(item.get("volume")),
         prev_close=_price(item.get("previousClose")),
-        change=_number(item.get("change")),
+        change=_bounded(item.get("change"), PRICE_MAX),
         change_rate=rate,
     )
 
@@ -303,22 +354,40 @@ def _quote_tick(item: dict[str, Any], received_ns: int) -> Tick | None:
 _KINDS = {"T": TickKind.TRADE, "Q": TickKind.QUOTE, "B": TickKind.CANCEL}
 
 
+def _symbol(value: object) -> str | None:
+    """An upper-case symbol: printable ASCII, 1..``MAX_SYMBOL_LENGTH`` once stripped."""
+    if not isinstance(value, str) or len(value) > MAX_SYMBOL_LENGTH:
+        return None
+    symbol = value.strip().upper()
+    if not symbol or not symbol.isascii() or not symbol.isprintable():
+        return None
+    return symbol
+
+
 def _number(value: object) -> float | None:
     """A finite JSON number (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a float's range (not from orjson: 64 bits)
+        return None
     return number if math.isfinite(number) else None
 
 
 def _price(value: object) -> float | None:
     number = _number(value)
-    return number if number is not None and number > 0 else None
+    return number if number is not None and PRICE_MIN <= number <= PRICE_MAX else None
 
 
 def _size(value: object) -> float | None:
     number = _number(value)
-    return number if number is not None and number >= 0 else None
+    return number if number is not None and 0 <= number <= SIZE_MAX else None
+
+
+def _bounded(value: object, bound: float) -> float | None:
+    number = _number(value)
+    return number if number is not None and -bound <= number <= bound else None
 
 
 def _words(text: str) -> set[str]:
