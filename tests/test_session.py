@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from wsproto.events import TextMessage
 
 from trio_stock.clock import WallClock
 from trio_stock.errors import AuthFailed
@@ -38,6 +39,7 @@ from trio_stock.upstream.session import (
 from trio_stock.upstream.wsclient import ClientWebSocket
 
 from .conftest import EPOCH_NS
+from .test_wsclient import connected
 
 # ---- the toy upstream ------------------------------------------------------------------
 
@@ -524,3 +526,24 @@ async def test_an_adapted_quota_is_probed_again_after_a_while(
     provider.set_quota(4)  # for good: no probe brings 10 back
     await trio.sleep(2 * QUOTA_PROBE_AFTER)
     assert provider.quota == 4
+
+
+async def test_the_client_socket_keeps_no_empty_fragments() -> None:
+    """A server sending empty fragments for ever grew the parts list below any size limit."""
+    ws, server = await connected(max_message_size=1_000)
+    first = server.protocol.send(TextMessage(data="", message_finished=False))
+    more = server.protocol.send(TextMessage(data="", message_finished=False))  # continuation
+    received: list[str | bytes] = []
+
+    async def read() -> None:
+        received.extend(await ws.get_messages())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await server.stream.send_all(first)
+        for _ in range(20):
+            await server.stream.send_all(more * 3_000)
+            await trio.testing.wait_all_tasks_blocked()  # the client read all of it
+        assert len(ws._assembler._parts) == 0
+        await server.stream.send_all(server.protocol.send(TextMessage(data="done")))
+    assert received == ["done"]

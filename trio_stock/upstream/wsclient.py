@@ -11,6 +11,11 @@ writer wakes once for all of them. The busier the feed, the larger the batches.
 It also owns its stream: :meth:`ClientWebSocket.aclose` always closes it, which settles
 trio-websocket 0.12's client-side socket leak after an abnormal closure (DESIGN.md).
 Pings from the server are answered; no pings are sent (protocols/kis.md §8.2).
+
+What a server sends is bounded: one message by ``max_message_size`` (bigger closes with
+1009), one batch by what one read brings (``RECEIVE_SIZE``), and the parts of a message
+being assembled by its size too (empty fragments are not kept). A server that never
+finishes a message is the engine's watchdog's to end.
 """
 
 from __future__ import annotations
@@ -164,6 +169,10 @@ class ClientWebSocket:
         return b""
 
     def _take_part(self, data: str | bytes | bytearray, finished: bool) -> None:
+        if not data and not finished:
+            # An empty fragment adds nothing; kept, a server sending nothing else would grow
+            # the list of parts without ever reaching the size limit.
+            return
         try:
             message = self._assembler.add(data, finished)
         except MessageTooBig as exc:
