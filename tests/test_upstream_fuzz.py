@@ -37,7 +37,8 @@ from trio_stock.endpoints.prices import encode_price_update
 from trio_stock.endpoints.stock import encode_stock_price
 from trio_stock.errors import UpstreamError
 from trio_stock.hub.results import FailureReason
-from trio_stock.model import Market, SymbolState, Tick, merge
+from trio_stock.model import Market, SymbolState, Tick, TickKind, merge
+from trio_stock.upstream import session
 from trio_stock.upstream.contract import Command, Subscribe
 from trio_stock.upstream.fmp import FmpProvider
 from trio_stock.upstream.fmp_wire import (
@@ -459,3 +460,28 @@ def test_the_kill_path_of_a_huge_t_is_closed(t: Any) -> None:
     (tick,) = decode_frame(json_text({"s": "aapl", "type": "T", "lp": 1.0, "t": t}), 5).ticks
     assert tick.provider_time_ns == 5
     check_ticks([Tick("AAPL", tick.kind, RECEIVED_NS, RECEIVED_NS, price=tick.price)], Market.US)
+
+
+TICK_NUMBERS = [
+    *("price", "size", "bid", "bid_size", "ask", "ask_size", "open", "high", "low"),
+    *("volume", "prev_close", "change", "change_rate"),
+]
+PRICE_LIKE = (
+    st.none()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | EDGY_NUMBERS.filter(lambda v: not isinstance(v, bool))
+)
+
+
+@FUZZ
+@given(
+    st.integers(-(2**65), 2**65) | EDGY_NUMBERS.filter(lambda v: isinstance(v, int)),
+    st.lists(PRICE_LIKE, min_size=13, max_size=13),
+)
+def test_tick_problems_fast_path_agrees_with_the_reasons(t: int, values: list[Any]) -> None:
+    numbers = dict(zip(TICK_NUMBERS, values, strict=True))
+    tick = Tick("AAPL", TickKind.TRADE, int(t), RECEIVED_NS, **numbers)
+    problem = tick_problem(tick)
+    assert (problem is None) == (session._problem(tick) is None), problem
+    if problem is None:
+        check_ticks([tick], Market.US)

@@ -127,6 +127,7 @@ NS_PER_S = 1_000_000_000
 # ns. Far inside int64 and datetime's range, so no encoder can overflow on them.
 TIME_MIN_NS = 946_684_800 * NS_PER_S
 TIME_MAX_NS = 4_102_444_800 * NS_PER_S
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what orjson writes as a signed integer
 # Prices (trade, bid, ask, open, high, low, previous close), in the market's currency: a
 # millionth of a unit up to a billion units (Berkshire A is under $1e6, the dearest KRX
 # stock under 1e7 won). The floor keeps a derived change rate (change / previous close)
@@ -154,12 +155,42 @@ def tick_problem(tick: Tick) -> str | None:
 
     ``provider_time_ns`` must lie in the time window, unless it is ``received_ns`` (the
     gateway's own clock, which parsers fall back to when an upstream time is unusable).
+    Every published tick pays for this check, so a plain pass over the fields comes first
+    (~0.5 µs); the reason is looked for only when it fails.
     """
+    if _plausible(tick):
+        return None
+    return _problem(tick) or "implausible"
+
+
+def _plausible(tick: Tick) -> bool:
+    try:
+        t, received = tick.provider_time_ns, tick.received_ns
+        if not tick.symbol or not INT64_MIN <= received <= INT64_MAX:
+            return False
+        if not (TIME_MIN_NS <= t < TIME_MAX_NS or t == received):
+            return False
+        prices = (tick.price, tick.bid, tick.ask, tick.open, tick.high, tick.low, tick.prev_close)
+        for value in prices:
+            if value is not None and not PRICE_MIN <= value <= PRICE_MAX:  # NaN fails too
+                return False
+        for value in (tick.size, tick.bid_size, tick.ask_size, tick.volume):
+            if value is not None and not 0.0 <= value <= SIZE_MAX:
+                return False
+        change, rate = tick.change, tick.change_rate
+        return (change is None or -PRICE_MAX <= change <= PRICE_MAX) and (
+            rate is None or -CHANGE_RATE_MAX <= rate <= CHANGE_RATE_MAX
+        )
+    except TypeError:  # a field of the wrong type
+        return False
+
+
+def _problem(tick: Tick) -> str | None:
     if not isinstance(tick.symbol, str) or not tick.symbol:
         return "no symbol"
     for name in ("provider_time_ns", "received_ns"):
         value = getattr(tick, name)
-        if not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        if not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
             return f"{name} is not a 64-bit integer"
     if tick.provider_time_ns != tick.received_ns and not in_time_window(tick.provider_time_ns):
         return "provider_time_ns outside the time window"
