@@ -3,7 +3,8 @@
 Random programs of publishes, pauses (virtual time), subscribes, unsubscribes and partial
 reads run against the hub and against a model that remembers, per subscriber and symbol,
 the updates owed in the current subscription (the snapshot, then every publish) and the
-last ``seq`` delivered. Checked after every step and at the end:
+last ``seq`` delivered. Checked after every step (and after every tick of a burst) and at
+the end:
 
 - per symbol, never an older state after a newer one, nor the same state twice (a new
   subscription may start with the state the previous one ended on);
@@ -32,17 +33,23 @@ from .scripted import ScriptedProvider
 
 SYMBOLS = ["000001", "000002", "000003"]
 publish = st.tuples(st.just("publish"), st.sampled_from(SYMBOLS))
+# Several ticks in a row with nothing read: without them a program of hypothesis's typical
+# length (a handful of operations) rarely queues more than a few updates, and a broken
+# backlog bound would go unnoticed.
+burst = st.tuples(st.just("burst"), st.lists(st.sampled_from(SYMBOLS), min_size=2, max_size=12))
 operations = st.lists(
     st.one_of(
         publish,
         publish,  # three times as likely as the others: backlogs build up
         publish,
+        burst,
         st.tuples(st.just("pause"), st.sampled_from([0.001, 0.02, 0.06])),
         st.tuples(st.just("subscribe"), st.integers(0, 1), st.sampled_from(SYMBOLS)),
         st.tuples(st.just("unsubscribe"), st.integers(0, 1), st.sampled_from(SYMBOLS)),
         st.tuples(st.just("read"), st.integers(0, 1)),
         st.tuples(st.just("read_one"), st.integers(0, 1)),
     ),
+    min_size=5,
     max_size=80,
 )
 # (policy, Hub.subscriber keyword arguments): the default, strict conflation, and small
@@ -91,15 +98,25 @@ async def _run_program(
             for symbol in SYMBOLS:
                 await _subscribe(hub, sub, model, symbol)
         price = 0
+
+        def publish(symbol: str) -> None:
+            nonlocal price
+            price += 1
+            provider.trade(symbol, price)
+            latest = hub.latest(symbol)  # None (or stale) when nobody holds it
+            for sub, model in zip(subs, models, strict=True):
+                if sub.holds(symbol):
+                    assert latest is not None
+                    model.owed[symbol].append(latest.seq)
+
         for op in program:
             if op[0] == "publish":
-                price += 1
-                provider.trade(op[1], price)
-                latest = hub.latest(op[1])  # None (or stale) when nobody holds it
-                for sub, model in zip(subs, models, strict=True):
-                    if sub.holds(op[1]):
-                        assert latest is not None
-                        model.owed[op[1]].append(latest.seq)
+                publish(op[1])
+            elif op[0] == "burst":
+                for symbol in op[1]:
+                    publish(symbol)
+                    for sub, model in zip(subs, models, strict=True):
+                        _check_bounds(sub, model, options)  # after every offer
             elif op[0] == "pause":
                 await trio.sleep(op[1])
             elif op[0] == "subscribe":

@@ -1,4 +1,10 @@
-"""Subscriber policies: queue-then-conflate, the lossless bound, nudges, checkpoints."""
+"""Subscriber policies: queue-then-conflate, the lossless bound, nudges, checkpoints.
+
+Every test runs on ``MockClock``: a conflating subscriber collapses its backlog when the
+queued updates span ``max_delay`` seconds of ``received_ns``, which follows Trio's clock, so
+on the real clock a slow machine would collapse where a fast one queues (the autouse
+fixture below refuses a test without the clock).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,13 @@ from .scripted import ScriptedProvider
 A, B, C = "000001", "000002", "000003"
 
 
+@pytest.fixture(autouse=True)
+async def _on_virtual_time() -> None:
+    assert isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock), (
+        "tests of subscribers run on MockClock: add the autojump_clock fixture"
+    )
+
+
 def prices(batch: list[SymbolState]) -> list[tuple[str, float | None]]:
     return [(state.symbol, state.last_price) for state in batch]
 
@@ -30,7 +43,7 @@ def generic_strict(hub: Hub) -> Subscriber:
 
 
 async def test_a_consumer_that_keeps_up_gets_every_update_in_order(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber() as sub:
         await hub.subscribe(sub, [A, B])
@@ -44,7 +57,7 @@ async def test_a_consumer_that_keeps_up_gets_every_update_in_order(
 
 
 async def test_a_backlog_past_max_backlog_collapses_to_the_latest_per_symbol(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber(max_backlog=4) as sub:
         await hub.subscribe(sub, [A, B, C])
@@ -87,26 +100,44 @@ async def test_a_backlog_spanning_max_delay_collapses(
         assert prices(batch) == [(A, 3), (B, 2), (B, 3), (B, 4)]
 
 
+@pytest.mark.parametrize("max_backlog", [1, 7, DEFAULT_MAX_BACKLOG])
 async def test_memory_is_bounded_by_max_backlog_plus_symbols_not_by_tick_rate(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider, max_backlog: int
 ) -> None:
-    async with hub.subscriber() as stalled:
-        await hub.subscribe(stalled, [A, B, C])
+    """Whatever the tick rate, a stalled consumer never has more than max_backlog + symbols
+    updates queued: checked after every offer, on a clock that stands still (so only the
+    backlog rule collapses) and on one that moves (so both rules do)."""
+    bound = max_backlog + 3
+    async with hub.subscriber(max_backlog=max_backlog, max_delay=math.inf) as still:
+        await hub.subscribe(still, [A, B, C])
         highest = 0
         for price in range(10_000):
             kr.trade((A, B, C)[price % 3], price)
-            highest = max(highest, stalled.statistics().pending)
-        assert highest == DEFAULT_MAX_BACKLOG + 3  # reached, never passed
-        stats = stalled.statistics()
-        batch = await stalled.receive_batch()
+            pending = still.statistics().pending
+            assert pending <= bound, f"{pending} queued after {price + 1} updates"
+            highest = max(highest, pending)
+        assert highest == bound  # the bound is reached, so the rule under test did the work
+        stats = still.statistics()
+        batch = await still.receive_batch()
         assert len(batch) == stats.pending
         assert stats.pending + stats.conflated == 10_000
         latest = {symbol: price for symbol, price in prices(batch)}
         assert latest == {A: 9_999, B: 9_997, C: 9_998}
+    async with hub.subscriber(max_backlog=max_backlog, max_delay=0.05) as moving:
+        await hub.subscribe(moving, [A, B, C])
+        for price in range(2_000):
+            if price % 50 == 0:
+                await trio.sleep(0.01)  # the feed's time moves on: max_delay collapses too
+            kr.trade((A, B, C)[price % 3], price)
+            pending = moving.statistics().pending
+            assert pending <= bound, f"{pending} queued after {price + 1} updates"
+        stats = moving.statistics()
+        assert stats.conflated > 0
+        assert stats.pending + stats.conflated == 3 + 2_000  # the snapshots, then the feed
 
 
 async def test_the_generic_class_with_max_backlog_zero_is_strict_conflation(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     """The hub's fast strict subscriber and the generic one with 0 behave the same."""
     generic = generic_strict(hub)
@@ -127,7 +158,7 @@ async def test_the_generic_class_with_max_backlog_zero_is_strict_conflation(
 
 
 async def test_unsubscribe_drops_pending_updates_before_and_after_a_collapse(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber(max_backlog=2) as sub:
         await hub.subscribe(sub, [A, B])
@@ -182,7 +213,7 @@ async def test_a_waiting_consumer_is_woken_by_every_update(
 
 
 async def test_lossless_overflow_cuts_off_and_frees_the_buffer_at_once(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber(Policy.LOSSLESS, capacity=5) as sub, trio.open_nursery() as nursery:
         await hub.subscribe(sub, [A])
@@ -212,7 +243,7 @@ async def test_lossless_overflow_cuts_off_and_frees_the_buffer_at_once(
 
 
 async def test_lossless_keeps_every_update_up_to_its_bound_in_order(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber(Policy.LOSSLESS, capacity=100) as sub:
         await hub.subscribe(sub, [A, B])
@@ -225,7 +256,7 @@ async def test_lossless_keeps_every_update_up_to_its_bound_in_order(
 
 
 async def test_lossless_resubscribe_does_not_repeat_what_was_queued(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber(Policy.LOSSLESS) as sub:
         await hub.subscribe(sub, [A, B])
@@ -314,7 +345,9 @@ async def test_receive_ignores_nudges(
             assert await sub.receive_batch() == []  # the nudge was left for receive_batch
 
 
-async def test_a_closed_subscriber_raises_even_when_nudged(hub: Hub) -> None:
+async def test_a_closed_subscriber_raises_even_when_nudged(
+    autojump_clock: trio.testing.MockClock, hub: Hub
+) -> None:
     sub = hub.subscriber()
     sub.nudge()
     sub.close()
@@ -327,7 +360,7 @@ async def test_a_closed_subscriber_raises_even_when_nudged(hub: Hub) -> None:
 
 @pytest.mark.parametrize("policy", [Policy.CONFLATE, Policy.LOSSLESS])
 async def test_a_receive_that_does_not_wait_still_yields(
-    hub: Hub, kr: ScriptedProvider, policy: Policy
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider, policy: Policy
 ) -> None:
     async with hub.subscriber(policy) as sub:
         await hub.subscribe(sub, [A])
@@ -341,7 +374,7 @@ async def test_a_receive_that_does_not_wait_still_yields(
 
 @pytest.mark.parametrize("policy", [Policy.CONFLATE, Policy.LOSSLESS])
 async def test_a_cancelled_receive_loses_nothing(
-    hub: Hub, kr: ScriptedProvider, policy: Policy
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider, policy: Policy
 ) -> None:
     async with hub.subscriber(policy) as sub:
         await hub.subscribe(sub, [A])
@@ -366,8 +399,11 @@ async def test_a_cancelled_receive_loses_nothing(
         (Policy.LOSSLESS, {"capacity": 0}),
     ],
 )
-def test_out_of_range_bounds_are_refused(
-    policy: Policy, options: dict[str, Any], kr: ScriptedProvider
+async def test_out_of_range_bounds_are_refused(
+    autojump_clock: trio.testing.MockClock,
+    policy: Policy,
+    options: dict[str, Any],
+    kr: ScriptedProvider,
 ) -> None:
     hub = Hub([kr])
     with pytest.raises(ValueError, match="must be >= "):
