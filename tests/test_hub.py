@@ -1,4 +1,10 @@
-"""The hub's guarantees: acks, quotas, linger, snapshot, backpressure, cancellation."""
+"""The hub's guarantees: acks, quotas, linger, snapshot, backpressure, cancellation,
+releases that a full command channel dropped, and revoked symbols.
+
+Every test runs on ``MockClock``: linger, ack timeouts and a conflating subscriber's
+``max_delay`` all read Trio's clock, so on the real clock an outcome could depend on the
+speed of the machine (the autouse fixture below refuses a test without the clock).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,29 @@ import trio.testing
 
 from trio_stock import SubscriberTooSlow
 from trio_stock.clock import WallClock
-from trio_stock.hub import FailureReason, Hub, Policy
-from trio_stock.model import Market
+from trio_stock.hub import Failure, FailureReason, Hub, Policy
+from trio_stock.model import Market, SymbolState
 
 from .conftest import EPOCH_NS
 from .scripted import ScriptedProvider
+
+A, B, C, D = "000001", "000002", "000003", "000004"
+
+
+@pytest.fixture(autouse=True)
+async def _on_virtual_time() -> None:
+    assert isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock), (
+        "tests of the hub run on MockClock: add the autojump_clock fixture"
+    )
 
 
 async def settle() -> None:
     """Let every runnable task run (the provider answers, the hub settles)."""
     await trio.testing.wait_all_tasks_blocked()
+
+
+def prices(batch: list[SymbolState]) -> list[tuple[str, float | None]]:
+    return [(state.symbol, state.last_price) for state in batch]
 
 
 async def test_subscribe_answers_after_the_upstream_acknowledged(
@@ -35,7 +54,9 @@ async def test_subscribe_answers_after_the_upstream_acknowledged(
         nursery.cancel_scope.cancel()
 
 
-async def test_symbols_are_normalised_and_invalid_ones_fail(hub: Hub) -> None:
+async def test_symbols_are_normalised_and_invalid_ones_fail(
+    autojump_clock: trio.testing.MockClock, hub: Hub
+) -> None:
     async with hub.subscriber() as sub:
         result = await hub.subscribe(sub, [" 005930", "ABC", "12345", 7])
     assert result.accepted == ("005930",)
@@ -47,7 +68,7 @@ async def test_symbols_are_normalised_and_invalid_ones_fail(hub: Hub) -> None:
 
 
 async def test_resubscribing_a_held_symbol_has_no_side_effects(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber() as sub:
         await hub.subscribe(sub, ["005930"])
@@ -59,7 +80,7 @@ async def test_resubscribing_a_held_symbol_has_no_side_effects(
 
 
 async def test_rejected_symbols_fail_with_the_upstream_reason(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     kr.reject.add("000660")
     async with hub.subscriber() as sub:
@@ -75,25 +96,31 @@ async def test_silent_upstream_times_out_and_the_request_is_withdrawn(
     autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     kr.silent.add("005930")
-    async with hub.subscriber() as sub:
+    async with hub.subscriber() as sub, trio.open_nursery() as nursery:
         start = trio.current_time()
         result = await hub.subscribe(sub, ["005930"])
         assert trio.current_time() - start == pytest.approx(hub.ack_timeout)
-    (failure,) = result.failed
-    assert failure.reason is FailureReason.TIMEOUT
-    await settle()
-    assert kr.log == [("sub", "005930"), ("unsub", "005930")]
-    assert hub.held() == []
-    # A late answer to the withdrawn request is ignored.
-    assert kr.link is not None
-    from trio_stock.upstream.contract import Subscribe
-
-    kr.link.registered(Subscribe("005930", token=1))
-    assert hub.held() == []
+        (failure,) = result.failed
+        assert failure.reason is FailureReason.TIMEOUT
+        await settle()
+        assert kr.log == [("sub", "005930"), ("unsub", "005930")]
+        assert hub.held() == []
+        # A late answer to the withdrawn request is ignored, also while a new request for
+        # the same symbol waits: only the answer carrying its token settles it.
+        withdrawn = kr.subscribes[0]
+        nursery.start_soon(hub.subscribe, sub, ["005930"])
+        await settle()
+        assert kr.link is not None
+        kr.link.registered(withdrawn)
+        assert hub.statistics().upstream[0].pending == 1
+        kr.link.registered(kr.subscribes[1])
+        await settle()
+        assert sub.symbols == {"005930"}
+        assert hub.statistics().upstream[0].pending == 0
 
 
 async def test_quota_is_enforced_and_shared_symbols_count_once(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber() as a, hub.subscriber() as b:
         assert (await hub.subscribe(a, ["000001", "000002", "000003"])).ok
@@ -139,7 +166,7 @@ async def test_linger_releases_upstream_after_the_delay_and_resubscribe_cancels_
 
 
 async def test_snapshot_is_the_first_update_then_live_updates(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber() as first, hub.subscriber(max_backlog=0) as late:
         await hub.subscribe(first, ["005930"])
@@ -159,7 +186,7 @@ async def test_snapshot_is_the_first_update_then_live_updates(
 
 
 async def test_strict_conflating_memory_is_bounded_by_symbols_not_by_tick_rate(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber(max_backlog=0) as stalled:
         await hub.subscribe(stalled, ["000001", "000002"])
@@ -174,7 +201,7 @@ async def test_strict_conflating_memory_is_bounded_by_symbols_not_by_tick_rate(
 
 
 async def test_a_stalled_subscriber_delays_neither_publish_nor_others(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     received: list[float] = []
 
@@ -216,7 +243,9 @@ async def test_closing_releases_everything_even_mid_stream(
     assert hub.statistics().subscribers == 0
 
 
-async def test_closing_wakes_a_waiting_receiver(hub: Hub) -> None:
+async def test_closing_wakes_a_waiting_receiver(
+    autojump_clock: trio.testing.MockClock, hub: Hub
+) -> None:
     sub = hub.subscriber()
     with pytest.RaisesGroup(trio.ClosedResourceError):
         async with trio.open_nursery() as nursery:
@@ -271,7 +300,7 @@ async def test_cancelled_subscribe_keeps_the_subscriber_usable(
         nursery.cancel_scope.cancel()
 
 
-async def test_subscriber_symbol_limit(hub: Hub) -> None:
+async def test_subscriber_symbol_limit(autojump_clock: trio.testing.MockClock, hub: Hub) -> None:
     async with hub.subscriber(max_symbols=2) as sub:
         result = await hub.subscribe(sub, ["000001", "000002", "000003"])
         assert result.accepted == ("000001", "000002")
@@ -279,7 +308,7 @@ async def test_subscriber_symbol_limit(hub: Hub) -> None:
 
 
 async def test_unsubscribe_drops_pending_updates_of_that_symbol(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber() as sub, hub.subscriber(Policy.LOSSLESS) as lossless:
         for s in (sub, lossless):
@@ -293,7 +322,7 @@ async def test_unsubscribe_drops_pending_updates_of_that_symbol(
 
 
 async def test_statistics_count_published_delivered_conflated(
-    hub: Hub, kr: ScriptedProvider
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:
     async with hub.subscriber(max_backlog=0) as sub:
         await hub.subscribe(sub, ["005930"])
@@ -306,6 +335,206 @@ async def test_statistics_count_published_delivered_conflated(
     assert stats.cached_symbols == 1
 
 
-def test_two_providers_for_one_market_are_refused() -> None:
+async def test_two_providers_for_one_market_are_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with pytest.raises(ValueError, match="two providers"):
         Hub([ScriptedProvider(Market.KR), ScriptedProvider(Market.KR)])
+
+
+# ---- a provider that stops draining its command channel ----------------------------------
+
+
+async def test_a_release_a_full_channel_dropped_reaches_the_provider_once_it_drains(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kr = ScriptedProvider(Market.KR, quota=3)
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(Hub([kr], linger=0, command_buffer=2).run)
+        async with hub.subscriber() as sub:
+            assert (await hub.subscribe(sub, [A, B, C])).ok
+            kr.stop_draining()
+            await settle()
+            assert hub.unsubscribe(sub, [A, B, C]) == (A, B, C)  # C's release is dropped
+            stats = hub.statistics()
+            assert (stats.commands_dropped, stats.releases_owed) == (1, 1)
+            assert hub.held() == []
+            # The channel is still full: neither a new symbol nor C itself gets through.
+            result = await hub.subscribe(sub, [D, C])
+            assert [(f.symbol, f.reason) for f in result.failed] == [
+                (D, FailureReason.UNAVAILABLE),
+                (C, FailureReason.UNAVAILABLE),
+            ]
+            await trio.sleep(60)
+            assert kr.registered == {A, B, C}  # still stalled: nothing reached it
+            kr.resume_draining()
+            await settle()
+            assert kr.log[-3:] == [("unsub", A), ("unsub", B), ("unsub", C)]
+            assert kr.registered == set() == set(hub.held())
+            assert hub.statistics().releases_owed == 0
+            assert (await hub.subscribe(sub, [D])).ok  # the channel flows again
+            assert kr.registered == {D} == set(hub.held())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_withdrawal_a_full_channel_dropped_is_not_left_registered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kr = ScriptedProvider(Market.KR, quota=3)
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(Hub([kr], command_buffer=1).run)
+        async with hub.subscriber() as sub:
+            kr.stop_draining()
+            await settle()
+            result = await hub.subscribe(sub, [A])  # the Subscribe fills the channel
+            assert [f.reason for f in result.failed] == [FailureReason.TIMEOUT]
+            assert hub.statistics().releases_owed == 1  # its withdrawal was dropped
+            kr.resume_draining()
+            await settle()
+            # The stale request registered A upstream; the owed release took it back.
+            assert kr.log == [("sub", A), ("unsub", A)]
+            assert kr.registered == set() == set(hub.held())
+        nursery.cancel_scope.cancel()
+
+
+async def test_no_later_subscribe_overtakes_an_owed_release(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kr = ScriptedProvider(Market.KR, quota=3)
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(Hub([kr], linger=0, command_buffer=1).run)
+        async with hub.subscriber() as sub:
+            for symbol in (A, B, C):  # one at a time: the channel holds one command
+                assert (await hub.subscribe(sub, [symbol])).ok
+            kr.stop_draining()
+            await settle()
+            hub.unsubscribe(sub, [A, B, C])  # A queued; B and C owed
+            await settle()  # the retry task waits to send B; C stays owed
+            kr.pull(2)  # the provider reads A and B: room for one, C still owed
+            # The release of C goes first and takes the room: D cannot follow it in.
+            result = await hub.subscribe(sub, [D])
+            assert [f.reason for f in result.failed] == [FailureReason.UNAVAILABLE]
+            kr.resume_draining()
+            await settle()
+            assert kr.log[-3:] == [("unsub", A), ("unsub", B), ("unsub", C)]
+            assert (await hub.subscribe(sub, [D])).ok
+            assert kr.log[-1] == ("sub", D)
+            assert kr.registered == {D} == set(hub.held())
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_subscribe_of_a_symbol_whose_release_is_owed_takes_its_place(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kr = ScriptedProvider(Market.KR, quota=3)
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(Hub([kr], linger=0, command_buffer=1).run)
+        async with hub.subscriber() as sub:
+            for symbol in (A, B, C):  # one at a time: the channel holds one command
+                assert (await hub.subscribe(sub, [symbol])).ok
+            kr.stop_draining()
+            await settle()
+            hub.unsubscribe(sub, [A, B, C])  # A queued; B and C owed
+            await settle()  # the retry task waits to send B; C stays owed
+            kr.pull(2)  # the provider reads A and B: room for one, C still owed
+            kr.resume_draining()
+            result = await hub.subscribe(sub, [C])
+            assert result.ok
+            await settle()
+            # The provider never let go of C: no release, no churn upstream.
+            assert kr.log[-3:] == [("unsub", A), ("unsub", B), ("sub", C)]
+            assert ("unsub", C) not in kr.log
+            assert kr.registered == {C} == set(hub.held())
+            assert hub.statistics().releases_owed == 0
+        nursery.cancel_scope.cancel()
+
+
+# ---- revoked symbols -------------------------------------------------------------------
+
+
+async def test_a_revoked_symbol_is_dropped_and_every_holder_is_told(
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
+) -> None:
+    async with (
+        hub.subscriber() as conflating,
+        hub.subscriber(Policy.LOSSLESS) as lossless,
+        hub.subscriber(Policy.DISCARD) as discarding,
+        hub.subscriber() as bystander,
+    ):
+        for sub in (conflating, lossless, discarding):
+            assert (await hub.subscribe(sub, [A, B, C])).ok
+        assert (await hub.subscribe(bystander, [B])).ok
+        kr.trade(A, 1)
+        kr.trade(B, 2)
+        kr.revoke(A)
+        told = Failure(A, FailureReason.QUOTA, "OPSP0008 MAX SUBSCRIBE OVER")
+        for sub in (conflating, lossless):
+            assert sub.symbols == {B, C}
+            assert sub.take_revoked() == [told]
+            assert sub.take_revoked() == []  # taken once
+            assert prices(await sub.receive_batch()) == [(B, 2)]  # A's update is gone
+        assert discarding.symbols == {B, C}
+        assert discarding.take_revoked() == []  # nobody reads a discarding subscriber
+        assert bystander.take_revoked() == []
+        assert hub.held() == [B, C]
+        stats = hub.statistics()
+        assert (stats.revoked, stats.upstream[0].used) == (1, 2)
+        assert ("unsub", A) not in kr.log  # the provider dropped it itself
+        # The slot is free again: a quota-full provider takes a new symbol.
+        assert (await hub.subscribe(bystander, [D])).ok
+        assert kr.registered == {B, C, D} == set(hub.held())
+
+
+async def test_a_revocation_wakes_a_waiting_consumer(
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
+) -> None:
+    async with hub.subscriber() as sub, trio.open_nursery() as nursery:
+        assert (await hub.subscribe(sub, [A])).ok
+        batches: list[list[SymbolState]] = []
+
+        async def consumer() -> None:
+            batches.append(await sub.receive_batch())
+
+        nursery.start_soon(consumer)
+        await trio.sleep(1)
+        assert batches == []
+        kr.revoke(A, FailureReason.REJECTED, "OPSP8992 invalid tr_key")
+        await settle()
+        assert batches == [[]]
+        assert sub.take_revoked() == [Failure(A, FailureReason.REJECTED, "OPSP8992 invalid tr_key")]
+
+
+async def test_an_untaken_revocation_keeps_its_place_in_max_symbols(
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
+) -> None:
+    async with hub.subscriber(max_symbols=2) as sub:
+        assert (await hub.subscribe(sub, [A, B])).ok
+        kr.revoke(A)
+        kr.revoke(B)
+        result = await hub.subscribe(sub, [C])  # two revocations wait: no room
+        assert [f.reason for f in result.failed] == [FailureReason.LIMIT]
+        assert [f.symbol for f in sub.take_revoked()] == [A, B]
+        assert (await hub.subscribe(sub, [C])).ok
+        kr.revoke(C)
+        assert (await hub.subscribe(sub, [C])).ok  # a subscribe of C replaces its revocation
+        assert sub.take_revoked() == []
+        assert sub.symbols == {C}
+
+
+async def test_only_registered_topics_are_revoked(autojump_clock: trio.testing.MockClock) -> None:
+    kr = ScriptedProvider(Market.KR, quota=3, ack_delay=1.0)
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(Hub([kr], linger=5.0).run)
+        async with hub.subscriber() as sub:
+            assert (await hub.subscribe(sub, [A])).ok
+            hub.unsubscribe(sub, [A])  # lingering: registered, nobody holds it
+            async with trio.open_nursery() as requests:
+                requests.start_soon(hub.subscribe, sub, [B])
+                await trio.sleep(0.5)  # B's request is in flight
+                kr.revoke(B)  # a stale revocation (e.g. of a released registration)
+                kr.revoke(A)
+            assert sub.symbols == {B}  # the pending request was answered normally
+            assert sub.take_revoked() == []  # A was held by nobody
+            assert hub.held() == [B]
+            assert hub.statistics().revoked == 1
+        nursery.cancel_scope.cancel()

@@ -12,10 +12,21 @@ for ``linger`` seconds before it is released upstream, so page switches do not c
 provider; a lingering topic is released at once when its quota slot is needed.
 
 Everything that changes a topic is synchronous; the only awaits are waiting for upstream
-answers and the linger reaper. A subscribe counts as a *waiter* on each topic it wants
-until it returns, and :meth:`Hub._settle` decides each topic's fate whenever its
-subscribers or waiters change. That single rule is what makes cancellation at any point
-leave nothing behind.
+answers, the linger reaper and the release retry (below). A subscribe counts as a
+*waiter* on each topic it wants until it returns, and :meth:`Hub._settle` decides each
+topic's fate whenever its subscribers or waiters change. That single rule is what makes
+cancellation at any point leave nothing behind.
+
+Commands reach a provider through a bounded channel, with ``send_nowait``. When it is
+full, a dropped ``Subscribe`` fails its symbol as ``UNAVAILABLE``; a dropped
+``Unsubscribe`` is *owed*: the provider still holds a symbol the hub forgot, so the link
+keeps it (once per symbol) and sends it again before any later command, or from its retry
+task as soon as the channel has room. A subscribe of an owed symbol takes its place (the
+provider still holds it). So the provider ends up holding exactly what the hub holds.
+
+A registration the upstream refuses after a reconnect is *revoked* by the provider
+(``link.revoked``): the topic is dropped, and each subscriber that held it is told with a
+:class:`~.results.Failure` (:meth:`Subscriber.take_revoked`).
 """
 
 from __future__ import annotations
@@ -106,35 +117,116 @@ class HubStatistics:
     conflated: int  # updates replaced by a newer one before delivery
     too_slow: int  # lossless subscribers cut off
     commands_dropped: int  # commands a provider's full channel refused
+    releases_owed: int  # dropped Unsubscribes not delivered yet (symbols providers still hold)
+    revoked: int  # held symbols the upstream stopped serving (subscribers were told)
     upstream: tuple[UpstreamUsage, ...]
     providers: tuple[ProviderStatistics, ...]
 
 
 class _Link:
-    """The hub's side of one provider (implements ``UpstreamLink``)."""
+    """The hub's side of one provider (implements ``UpstreamLink``).
 
-    def __init__(self, hub: Hub, provider: Provider) -> None:
+    Args:
+        hub: The hub.
+        provider: The provider it serves.
+        buffer: Commands the channel holds; None: ``COMMAND_BUFFER_PER_SLOT`` per quota
+            slot, at least ``COMMAND_BUFFER_MIN``.
+    """
+
+    def __init__(self, hub: Hub, provider: Provider, buffer: int | None = None) -> None:
         self.hub = hub
         self.provider = provider
         self.market = provider.market
         self.name = provider.name
         self.epoch = 0
         self.topics: set[_Topic] = set()
-        size = max(COMMAND_BUFFER_MIN, COMMAND_BUFFER_PER_SLOT * provider.quota)
-        self._send, self._commands = trio.open_memory_channel[Command](size)
+        if buffer is None:
+            buffer = max(COMMAND_BUFFER_MIN, COMMAND_BUFFER_PER_SLOT * provider.quota)
+        self._send, self._commands = trio.open_memory_channel[Command](buffer)
+        # Owed releases: symbols whose Unsubscribe the full channel refused, in drop order.
+        # The provider still holds each one; the hub holds none of them. A symbol is in
+        # here at most once, and no Subscribe gets through while any other is owed (they
+        # go first), so the provider is never asked to hold more than the hub's quota and
+        # topics plus owed releases stay within it: a bound by construction.
+        self._owed: dict[str, None] = {}
+        self._owed_lot = trio.lowlevel.ParkingLot()  # the retry task, waiting for a drop
+        self._in_flight: str | None = None  # the owed release the retry task is sending
 
     @property
     def commands(self) -> trio.MemoryReceiveChannel[Command]:
         return self._commands
 
+    @property
+    def owed(self) -> int:
+        """Releases the provider has not been sent yet."""
+        return len(self._owed) + (self._in_flight is not None)
+
     def send(self, command: Command) -> bool:
+        """Queue ``command`` for the provider, never blocking; False if it was dropped.
+
+        Owed releases go first, so the provider sees commands in the order the hub decided
+        them. A dropped ``Unsubscribe`` becomes owed. A ``Subscribe`` of an owed symbol
+        replaces the release: the provider still holds the symbol and answers the new
+        request as for any symbol it holds, with no churn upstream.
+        """
+        symbol = command.symbol
+        replaces = isinstance(command, Subscribe) and symbol in self._owed
+        if self._pay(skip=symbol if replaces else None) and self._put(command):
+            if replaces:
+                del self._owed[symbol]
+            return True
+        self.hub._commands_dropped += 1
+        if isinstance(command, Unsubscribe):
+            self._owed[symbol] = None
+            self._owed_lot.unpark_all()
+        log.warning("%s: command channel full, dropped %s", self.name, command)
+        return False
+
+    def _put(self, command: Command) -> bool:
         try:
             self._send.send_nowait(command)
         except (trio.WouldBlock, trio.BrokenResourceError):
-            self.hub._commands_dropped += 1
-            log.warning("%s: command channel full, dropped %s", self.name, command)
             return False
         return True
+
+    def _pay(self, skip: str | None = None) -> bool:
+        """Send every owed release but ``skip``'s; True if none but that one is left."""
+        if not self._owed:
+            return True
+        for symbol in list(self._owed):
+            if symbol != skip:
+                if not self._put(Unsubscribe(symbol)):
+                    return False
+                del self._owed[symbol]
+        return True
+
+    async def run_releases(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Send owed releases as soon as the channel has room, until cancelled.
+
+        A blocked ``send`` on a memory channel goes in the moment the provider takes a
+        command, ahead of any later ``send_nowait``, so the order above holds.
+        """
+        task_status.started()
+        while True:
+            if not self._owed:
+                await self._owed_lot.park()
+                continue
+            symbol = next(iter(self._owed))
+            del self._owed[symbol]
+            self._in_flight = symbol
+            try:
+                await self._send.send(Unsubscribe(symbol))
+            except trio.BrokenResourceError:
+                # The provider closed its channel: it holds nothing any more.
+                self._owed.clear()
+                return
+            except BaseException:
+                self._owed[symbol] = None  # not sent (cancelled): still owed
+                raise
+            finally:
+                self._in_flight = None
 
     def registered(self, command: Subscribe) -> None:
         topic = self._current(command)
@@ -149,6 +241,13 @@ class _Link:
             topic.failure = Failure(command.symbol, reason, detail)
             self.hub._drop(topic, _TopicState.FAILED)
             topic.answered.set()
+
+    def revoked(self, symbol: str, reason: FailureReason, detail: str) -> None:
+        # Only a registered topic is revoked: a pending one has a request in flight that
+        # the provider answers on its own, and a symbol the hub released since is gone.
+        topic = self.hub._topics.get(symbol)
+        if topic is not None and topic.link is self and topic.state is _TopicState.REGISTERED:
+            self.hub._revoke(topic, Failure(symbol, reason, detail))
 
     def publish(self, tick: Tick) -> None:
         self.hub.publish(tick)
@@ -177,6 +276,8 @@ class Hub:
         max_symbols_per_subscriber: Default per-subscriber limit.
         cache_limit: How many latest states of symbols nobody holds are kept.
         clock: Epoch time source (follows Trio's clock); a fixed one for tests.
+        command_buffer: Commands each provider's channel holds; None: 4 per quota slot,
+            at least 64 (``contract.COMMAND_BUFFER_*``).
 
     Run it as a service, which also runs its providers::
 
@@ -192,6 +293,7 @@ class Hub:
         max_symbols_per_subscriber: int = DEFAULT_MAX_SYMBOLS_PER_SUBSCRIBER,
         cache_limit: int = DEFAULT_CACHE_LIMIT,
         clock: WallClock | None = None,
+        command_buffer: int | None = None,
     ) -> None:
         self.linger = linger
         self.ack_timeout = ack_timeout
@@ -202,7 +304,7 @@ class Hub:
         for provider in providers:
             if provider.market in self._links:
                 raise ValueError(f"two providers for market {provider.market.value}")
-            self._links[provider.market] = _Link(self, provider)
+            self._links[provider.market] = _Link(self, provider, command_buffer)
         self._topics: dict[str, _Topic] = {}
         self._latest: dict[str, SymbolState] = {}
         self._lingering: dict[_Topic, float] = {}  # topic → deadline, in deadline order
@@ -213,6 +315,7 @@ class Hub:
         self._published = 0
         self._unrouted = 0
         self._commands_dropped = 0
+        self._revoked = 0
         self._retired_delivered = 0
         self._retired_conflated = 0
         self._too_slow = 0
@@ -220,9 +323,10 @@ class Hub:
     # ---- running -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the providers and the linger reaper until cancelled."""
+        """Run the providers, their release retries and the linger reaper until cancelled."""
         async with trio.open_nursery() as nursery:
             for link in self._links.values():
+                await nursery.start(link.run_releases)
                 await nursery.start(link.provider.run, link)
             nursery.start_soon(self._reap_lingering)
             task_status.started(self)
@@ -296,7 +400,7 @@ class Hub:
         subscriber._check_open()
         wanted: list[tuple[str, _Topic | Failure | None]] = []
         seen: set[str] = set()
-        budget = subscriber.max_symbols - len(subscriber._symbols)
+        budget = subscriber.max_symbols - subscriber._slots_used()
         try:
             for raw in symbols:
                 symbol, outcome = self._claim(subscriber, raw, budget, seen)
@@ -443,6 +547,26 @@ class Hub:
             elif not idle:
                 self._lingering.pop(topic, None)
 
+    def _revoke(self, topic: _Topic, failure: Failure) -> None:
+        """The provider stopped serving ``topic``: tell its subscribers, forget it.
+
+        Nothing is sent upstream: the provider already dropped the symbol. A subscribe
+        still waiting on the topic gets ``failure`` too.
+        """
+        log.warning(
+            "%s: %s revoked (%s: %s); %d subscribers told",
+            topic.link.name,
+            topic.symbol,
+            failure.reason.value,
+            failure.detail,
+            len(topic.subscribers),
+        )
+        self._revoked += 1
+        topic.failure = failure
+        for subscriber in topic.subscribers:
+            subscriber._revoke(failure)
+        self._drop(topic, _TopicState.FAILED)
+
     def _drop(self, topic: _Topic, state: _TopicState) -> None:
         """Remove ``topic``; a registered or pending one is released upstream."""
         was_upstream = topic.state in (_TopicState.PENDING, _TopicState.REGISTERED)
@@ -541,6 +665,8 @@ class Hub:
             conflated=self._retired_conflated + sum(s.conflated for s in live),
             too_slow=self._too_slow + sum(s.too_slow for s in live),
             commands_dropped=self._commands_dropped,
+            releases_owed=sum(link.owed for link in self._links.values()),
+            revoked=self._revoked,
             upstream=tuple(usage),
             providers=tuple(link.provider.statistics() for link in self._links.values()),
         )

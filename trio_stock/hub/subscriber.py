@@ -22,6 +22,13 @@ Per symbol, a subscriber never receives an older state after a newer one, nor th
 state twice; unsubscribing a symbol drops its pending updates. :meth:`Subscriber.nudge`
 wakes a task blocked in :meth:`Subscriber.receive_batch` without an update (a client
 writer with a reply to send), so no cancel scope is needed around each wait.
+
+A symbol the upstream stops serving (it refused the registration again after a reconnect)
+is *revoked*: the subscriber no longer holds it, its pending updates are dropped, and a
+:class:`~.results.Failure` waits in :meth:`Subscriber.take_revoked` for the consumer, who
+is woken as by :meth:`~Subscriber.nudge`. Until taken, a revocation keeps its symbol's
+place in the subscriber's ``max_symbols``: held symbols plus untaken revocations never
+exceed it, so they are bounded even for a consumer that never takes them.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import trio
 
 from ..errors import SubscriberTooSlow
 from ..model import SymbolState
+from .results import Failure
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -91,6 +99,9 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
         self._conflated = 0
         self._lot = trio.lowlevel.ParkingLot()  # receivers waiting for an update or a nudge
         self._nudged = False
+        # Revoked symbols not yet taken by the consumer, one per symbol, in revocation
+        # order. Each was a held symbol and still counts in max_symbols (see _slots_used).
+        self._revoked: dict[str, Failure] = {}
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -113,6 +124,7 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
         self._closed = True
         self._hub._retire(self)
         self._release()
+        self._revoked.clear()
         self._lot.unpark_all()
 
     async def aclose(self) -> None:
@@ -130,6 +142,22 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
         self._nudged = True
         if self._lot:
             self._lot.unpark_all()
+
+    def take_revoked(self) -> list[Failure]:
+        """Return, and forget, the symbols revoked since the last call, oldest first.
+
+        A revoked symbol is one this subscriber held until the upstream refused it (e.g. its
+        re-registration after a reconnect); the subscriber no longer holds it. Each
+        revocation wakes :meth:`receive_batch` as a :meth:`nudge` does, so a consumer
+        calls this after every ``receive_batch`` (it is cheap when there is nothing).
+        Until taken, a revocation counts in ``max_symbols``; a later subscribe of the same
+        symbol replaces it. Never blocks.
+        """
+        if not self._revoked:
+            return []
+        taken = list(self._revoked.values())
+        self._revoked.clear()
+        return taken
 
     async def receive(self) -> SymbolState:
         """Return the oldest pending update, waiting for one if needed.
@@ -205,9 +233,20 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
 
     def _attach(self, symbol: str) -> None:
         self._symbols.add(symbol)
+        if self._revoked:
+            self._revoked.pop(symbol, None)  # held again: the consumer is told by the subscribe
 
     def _detach(self, symbol: str) -> None:
         self._symbols.discard(symbol)
+
+    def _revoke(self, failure: Failure) -> None:
+        """Keep ``failure`` for the consumer and wake it (the hub detaches the symbol)."""
+        self._revoked[failure.symbol] = failure
+        self.nudge()
+
+    def _slots_used(self) -> int:
+        """Symbols held plus revocations not yet taken: at most ``max_symbols``."""
+        return len(self._symbols) + len(self._revoked)
 
     # What each policy provides to the shared receive path.
 
@@ -466,3 +505,6 @@ class DiscardingSubscriber(Subscriber):
 
     def _offer(self, state: SymbolState) -> None:
         pass
+
+    def _revoke(self, failure: Failure) -> None:
+        pass  # nobody consumes it: the hub logged the revocation

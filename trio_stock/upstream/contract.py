@@ -11,11 +11,20 @@ and talks to it only through the :class:`UpstreamLink` it passes in:
   decided them. A provider must drain it at all times, also while it is disconnected or
   backing off, and keep what it was asked to hold: it re-registers every held symbol after
   each reconnect. The channel is bounded (see ``COMMAND_BUFFER``); a provider that stops
-  draining makes new subscribes fail as ``UNAVAILABLE`` instead of growing memory.
+  draining makes new subscribes fail as ``UNAVAILABLE`` instead of growing memory, and the
+  releases it missed reach it, in order, once it drains again.
+- A :class:`Subscribe` of a symbol the provider already holds (live or still pending) is
+  not a second registration: it replaces the pending request, or is answered
+  ``registered`` at once when the symbol is live. The hub relies on it: a subscribe may
+  take the place of a release the provider has not seen yet.
 - Every :class:`Subscribe` must be answered, once, with ``link.registered(command)`` after
   the upstream acknowledged it, or ``link.rejected(command, reason, detail)``. The hub
   times out and withdraws (with an :class:`Unsubscribe`) requests that are never answered,
   and ignores answers to withdrawn requests (the ``token`` tells them apart).
+- A registered symbol the upstream stops serving (e.g. it refuses the re-registration
+  after a reconnect) is dropped by the provider and reported with
+  ``link.revoked(symbol, reason, detail)``; the hub tells the subscribers that held it and
+  frees its slot, and sends no :class:`Unsubscribe` for it.
 - ``link.publish(tick)`` hands a normalised :class:`~trio_stock.model.Tick` to the hub; it
   is synchronous and never blocks, so a provider's reader never waits on clients.
 - ``link.session_started()`` marks a new upstream session (the symbol states' ``epoch``).
@@ -139,6 +148,11 @@ class UpstreamLink(Protocol):
 
     def rejected(self, command: Subscribe, reason: FailureReason, detail: str) -> None:
         """The upstream refused ``command`` (``QUOTA``, ``REJECTED`` or ``UNAVAILABLE``)."""
+        ...
+
+    def revoked(self, symbol: str, reason: FailureReason, detail: str) -> None:
+        """The upstream stopped serving ``symbol``, which was registered (e.g. it refused
+        the re-registration after a reconnect); the provider no longer holds it."""
         ...
 
     def publish(self, tick: Tick) -> None:

@@ -373,8 +373,9 @@ class WebSocketProvider(abc.ABC):
         """The upstream answered the registration of ``symbol``: ``reason`` None is success.
 
         Only an unanswered subscribe is answered to the hub; a symbol no longer wanted is
-        ignored. A refused symbol the hub asked for is dropped from the book; a refused
-        re-registration (after a reconnect) is logged, and not retried in this session.
+        ignored. A refused symbol is dropped from the book: the hub's request is rejected,
+        or, for a re-registration after a reconnect, the symbol is revoked (the hub tells
+        its subscribers and frees the slot).
         """
         if symbol not in self._wanted or symbol not in self._sent:
             return
@@ -385,13 +386,14 @@ class WebSocketProvider(abc.ABC):
             if command is not None:
                 self._require_link().registered(command)
             return
+        del self._wanted[symbol]
+        del self._sent[symbol]
         if command is not None:
-            del self._wanted[symbol]
-            del self._sent[symbol]
             self._require_link().rejected(command, reason, detail)
         else:
             log.warning("%s: re-registration of %s refused: %s", self._name, symbol, detail)
             self.status.last_error = f"re-registration of {symbol} refused: {detail}"
+            self._require_link().revoked(symbol, reason, detail)
 
     def publish(self, tick: Tick) -> None:
         """Hand ``tick`` to the hub (synchronous, never blocks).
