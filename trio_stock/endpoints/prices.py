@@ -11,14 +11,14 @@ Korean codes are accepted here too and routed to the Korean provider.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from ..errors import InvalidSymbol
-from ..hub import SubscribeResult
+from ..hub import Failure, SubscribeResult
 from ..model import SymbolState
 from ..symbols import normalize_symbol
 from ..wsserver import text_frame
@@ -27,14 +27,17 @@ from .protocol import ClientContext, Handler, Payload, changed_symbols, symbol_l
 GREETING = "Connected to real-time price stream"
 
 
-def _failure_text(result: SubscribeResult) -> str:
-    parts = [
+def _describe(failures: Sequence[Failure]) -> str:
+    return ", ".join(
         f"{f.symbol} ({f.reason.value}: {f.detail})"
         if f.detail
         else f"{f.symbol} ({f.reason.value})"
-        for f in result.failed
-    ]
-    return "Could not subscribe: " + ", ".join(parts)
+        for f in failures
+    )
+
+
+def _failure_text(result: SubscribeResult) -> str:
+    return "Could not subscribe: " + _describe(result.failed)
 
 
 async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
@@ -148,3 +151,11 @@ class PricesProtocol:
 
     def encode(self, state: SymbolState) -> bytes:
         return state.encoded(self.name, encode_price_update)
+
+    def revoked(self, failures: Sequence[Failure]) -> Payload:
+        # An `error`, like any rejected symbol, with the extra `failed` list (DESIGN.md).
+        return {
+            "type": "error",
+            "message": "Subscription ended: " + _describe(failures),
+            "failed": [f.symbol for f in failures],
+        }

@@ -6,10 +6,10 @@ calls and replies. :mod:`trio_stock.endpoints.client` moves the bytes.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..hub import Hub, Subscriber, SubscribeResult
+from ..hub import Failure, Hub, Subscriber, SubscribeResult
 from ..model import SymbolState
 
 Payload = dict[str, Any]
@@ -43,6 +43,12 @@ class ClientProtocol(Protocol):
     def encode(self, state: SymbolState) -> bytes:
         """The update as a complete WebSocket frame, ``b""`` when this protocol does not
         carry it; built once per state and kept in ``state.wire[name]`` (``text_frame``)."""
+        ...
+
+    def revoked(self, failures: Sequence[Failure]) -> Payload:
+        """The message telling the client that subscriptions it held ended: the upstream
+        stopped serving those symbols (``Subscriber.take_revoked``). ``failures`` is not
+        empty; the client no longer holds any of them."""
         ...
 
 

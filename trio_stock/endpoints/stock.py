@@ -12,13 +12,13 @@ request still subscribe.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 
-from ..hub import FailureReason, SubscribeResult
+from ..hub import Failure, FailureReason, SubscribeResult
 from ..model import Market, SymbolState, TickKind
 from ..symbols import is_korean_code
 from ..wsserver import text_frame
@@ -28,6 +28,8 @@ KST = timezone(timedelta(hours=9))
 GREETING = "실시간 주가 스트림에 연결되었습니다."
 INVALID_CODES = "유효하지 않은 종목 코드: {codes!r}"  # seed 000, "경고 메시지 (warning)"
 QUOTA_FAILED = "{limit}개 종목 구독 실패"  # seed 000, "40개 초과 시" (with the configured limit)
+# Not in seed 000: held codes the upstream stopped serving (refused again after a reconnect).
+SUBSCRIPTION_ENDED = "종목 구독 종료: {details}"
 
 
 def _korean_quota(ctx: ClientContext) -> int:
@@ -170,6 +172,16 @@ class StockProtocol:
             "type": "connection_established",
             "message": GREETING,
             "actions": list(self.actions),
+        }
+
+    def revoked(self, failures: Sequence[Failure]) -> Payload:
+        # The document's `error` message, with the codes in an extra `failed` field as in
+        # `subscription_result`.
+        details = "; ".join(f"{f.symbol}: {f.detail or f.reason.value}" for f in failures)
+        return {
+            "type": "error",
+            "message": SUBSCRIPTION_ENDED.format(details=details),
+            "failed": [f.symbol for f in failures],
         }
 
     def encode(self, state: SymbolState) -> bytes:
