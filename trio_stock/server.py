@@ -226,7 +226,7 @@ async def handle_connection(stream: trio.abc.Stream, *, state: ServerState) -> N
             upgraded = await _serve_requests(HttpConnection(stream), state, connection_id)
         if upgraded is not None:  # the HTTP state is gone by now: a WebSocket keeps none of it
             with _boundary(state, connection_id, "websocket"):
-                await _run_client(*upgraded, state, connection_id)
+                await _run_client(upgraded, state, connection_id)
     finally:
         state.admission.release(ip)
 
@@ -264,9 +264,18 @@ def _peer_ip(stream: trio.abc.Stream) -> str | None:
         return None  # reset before we looked: the first read will say so
 
 
+@attrs.frozen
+class Upgraded:
+    """A WebSocket whose handshake was answered, and what its request brought."""
+
+    ws: ServerWebSocket
+    protocol: ClientProtocol
+    token: str | None  # from Authorization or access_token; verified by the session
+
+
 async def _serve_requests(
     http: HttpConnection, state: ServerState, connection_id: int
-) -> tuple[ServerWebSocket, ClientProtocol] | None:
+) -> Upgraded | None:
     """Answer requests until the connection ends or is upgraded (then return the WebSocket)."""
     first = True
     while True:
@@ -296,9 +305,7 @@ async def _serve_requests(
             return None
 
 
-async def _upgrade(
-    http: HttpConnection, request: Request, state: ServerState
-) -> tuple[ServerWebSocket, ClientProtocol] | None:
+async def _upgrade(http: HttpConnection, request: Request, state: ServerState) -> Upgraded | None:
     protocol = PROTOCOLS.get(request.path)
     if protocol is None:
         await http.send_error(RequestError(404, f"no WebSocket endpoint at {request.path[:200]}"))
@@ -311,15 +318,16 @@ async def _upgrade(
         await http.stream.send_all(handshake_response(key))
         received = http.take_trailing_data()
         ws = ServerWebSocket(http.stream, received, limits=state.limits.websocket)
-        return ws, protocol
+        return Upgraded(ws, protocol, state.access.token_of(request))
     return None  # the client did not take the handshake answer in time
 
 
-async def _run_client(
-    ws: ServerWebSocket, protocol: ClientProtocol, state: ServerState, connection_id: int
-) -> None:
+async def _run_client(upgraded: Upgraded, state: ServerState, connection_id: int) -> None:
+    ws, protocol = upgraded.ws, upgraded.protocol
     name = f"{protocol.name}-{connection_id}"
-    session = ClientSession(ws, state.hub, protocol, state.limits, name)
+    session = ClientSession(
+        ws, state.hub, protocol, state.limits, name, access=state.access, token=upgraded.token
+    )
     state.clients_by_protocol[protocol.name] += 1
     state.keep_alive.sessions.add(session)
     code, reason = CLOSE_GOING_AWAY, "server shutting down"

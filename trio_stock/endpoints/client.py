@@ -20,6 +20,7 @@ server's error boundary, :func:`trio_stock.server.handle_connection`).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,10 +28,13 @@ import attrs
 import orjson
 import trio
 
+from ..access import AccessPolicy
+from ..auth import ANONYMOUS, Grant, InvalidToken
 from ..errors import SubscriberTooSlow
-from ..hub import Hub, Policy, Subscriber
+from ..hub import Failure, FailureReason, Hub, Policy, Subscriber
 from ..limits import TokenBucket
-from ..model import SymbolState
+from ..model import Market, SymbolState
+from ..symbols import normalize_symbol
 from ..wsserver import ConnectionClosed, ServerWebSocket, WebSocketLimits, text_frame
 from .protocol import ClientProtocol, Payload
 
@@ -41,6 +45,12 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011  # used for "no pong in time": the peer is unresponsive
 CLOSE_TRY_AGAIN_LATER = 1013  # a lossless client too slow for the feed
 TOO_SLOW_REASON = "client too slow: updates could not be delivered in time"
+CLOSE_UNAUTHENTICATED = 4001  # missing, invalid or expired token (README "Running it in public")
+CLOSE_TOO_MANY = 4008  # more connections than the token's max_connections
+AUTH_WAIT = 5.0  # seconds a client without a token at the upgrade has to send one in band
+EXPIRY_GRACE = 5.0  # seconds past the token's exp before the connection is closed
+AUTH_FIRST = 'authentication required: send {"action": "auth", "token": "..."} first'
+NOT_ENTITLED = "not entitled to this market"
 STUCK_WRITE_GRACE = 2.0  # seconds a write may stay blocked after a lossless overflow
 
 
@@ -75,6 +85,9 @@ class ClientSession:
         protocol: ClientProtocol,
         limits: ClientLimits,
         name: str,
+        *,
+        access: AccessPolicy | None = None,
+        token: str | None = None,
     ) -> None:
         self.ws = ws
         self.hub = hub
@@ -84,6 +97,12 @@ class ClientSession:
         self.subscriber: Subscriber = hub.subscriber(
             limits.policy, name=name, capacity=limits.lossless_capacity
         )
+        self.access = access
+        # The client's grant; None while a token is awaited (auth on, none shown yet).
+        self.grant: Grant | None = ANONYMOUS if access is None or not access.enabled else None
+        self._token = token  # brought with the upgrade; verified when the session starts
+        self._auth_deadline = trio.CancelScope()  # no token in time, or the token expired
+        self._counted_as: str | None = None  # the subject whose connection count we hold
         ws.wake = self.subscriber.nudge  # a pong to send wakes the writer
         self._outbox: list[bytes] = []  # replies, sent before the updates taken with them
         self._outbox_room = trio.lowlevel.ParkingLot()
@@ -100,6 +119,8 @@ class ClientSession:
         try:
             with self._scope:
                 async with self.subscriber, trio.open_nursery() as nursery:
+                    if self.grant is None:
+                        self._start_authentication(nursery)
                     nursery.start_soon(self._write)
                     if self.limits.policy is Policy.LOSSLESS:  # only these are cut off
                         nursery.start_soon(self._watch_too_slow)
@@ -110,6 +131,11 @@ class ClientSession:
             self._ended_by = self._ended_by or (CLOSE_TRY_AGAIN_LATER, TOO_SLOW_REASON)
         except* ConnectionClosed:
             pass  # the writer found the connection lost: ws.closed says so
+        finally:
+            if self.access is not None and self._counted_as is not None:
+                self.access.connections[self._counted_as] -= 1
+                if not self.access.connections[self._counted_as]:
+                    del self.access.connections[self._counted_as]
         if self._ended_by is not None:
             return self._ended_by
         closed = self.ws.closed
@@ -170,6 +196,12 @@ class ClientSession:
 
     async def _dispatch(self, request: Mapping[str, Any]) -> None:
         action = request.get("action")
+        if action == "auth":
+            await self._authenticate_in_band(request.get("token"))
+            return
+        if self.grant is None:
+            self._end(CLOSE_UNAUTHENTICATED, AUTH_FIRST)
+            return
         if action is None:
             await self._error(f"missing 'action'; one of: {', '.join(self.protocol.actions)}")
             return
@@ -189,6 +221,78 @@ class ClientSession:
 
     async def _error(self, text: str) -> None:
         await self.reply({"type": "error", "message": text})
+
+    # ---- authentication (auth on) --------------------------------------------------
+
+    def _start_authentication(self, nursery: trio.Nursery) -> None:
+        """Verify the upgrade's token, or give the client ``AUTH_WAIT`` s to send one."""
+        self._auth_deadline.deadline = trio.current_time() + AUTH_WAIT
+        nursery.start_soon(self._watch_auth_deadline)
+        if self._token is not None:
+            token, self._token = self._token, None
+            self._authenticate(token)
+
+    async def _watch_auth_deadline(self) -> None:
+        with self._auth_deadline:
+            await trio.sleep_forever()
+        if self.grant is None:
+            self._end(CLOSE_UNAUTHENTICATED, AUTH_FIRST)
+        else:
+            self._end(CLOSE_UNAUTHENTICATED, "token expired")
+
+    async def _authenticate_in_band(self, token: object) -> None:
+        if self.access is None or not self.access.enabled:
+            await self._error("authentication is not enabled on this server")
+            return
+        if not isinstance(token, str):
+            token = None
+        try:
+            grant = self._authenticate(token)
+        except InvalidToken as exc:  # a renewal refused: the current grant stays
+            await self._error(f"token refused: {exc}")
+            return
+        if grant is None:
+            return  # the session is ending (4001/4008)
+        await self.reply(
+            {"type": "auth", "status": "ok", "sub": grant.subject, "expires_at": grant.expires_at}
+        )
+        lost = [s for s in self.subscriber.symbols if not grant.allows(_market_of(s))]
+        if lost:
+            self.hub.unsubscribe(self.subscriber, lost)
+            failures = [Failure(s, FailureReason.FORBIDDEN, NOT_ENTITLED) for s in sorted(lost)]
+            await self.reply(self.protocol.revoked(failures))
+
+    def _authenticate(self, token: str | None) -> Grant | None:
+        """Take ``token``'s grant; None when the session must end (it is told so).
+
+        Raises:
+            InvalidToken: a renewal was refused (the current grant stays).
+        """
+        assert self.access is not None
+        try:
+            grant = self.access.verify(token)
+            if self.grant is not None and grant.subject != self.grant.subject:
+                raise InvalidToken("a renewal must be for the same subject ('sub')")
+        except InvalidToken as exc:
+            if self.grant is not None:
+                raise
+            self._end(CLOSE_UNAUTHENTICATED, str(exc))
+            return None
+        if self._counted_as is None:
+            limit, open_now = grant.max_connections, self.access.connections[grant.subject]
+            if limit is not None and open_now >= limit:
+                self._end(CLOSE_TOO_MANY, f"at most {limit} connections for this user")
+                return None
+            self.access.connections[grant.subject] += 1
+            self._counted_as = grant.subject
+        self.grant = grant
+        self.subscriber.markets = grant.markets
+        self.subscriber.max_symbols = min(
+            self.hub.max_symbols_per_subscriber, grant.max_symbols or sys.maxsize
+        )
+        lifetime = grant.expires_at - self.access.now()
+        self._auth_deadline.deadline = trio.current_time() + lifetime + EXPIRY_GRACE
+        return grant
 
     # ---- writer --------------------------------------------------------------------
 
@@ -218,6 +322,9 @@ class ClientSession:
             frames += self._outbox
             self._outbox = []
             self._outbox_room.unpark_all()
+        revoked = self.subscriber.take_revoked()
+        if revoked:  # held symbols the upstream stopped serving, after the replies before
+            frames.append(text_frame(orjson.dumps(self.protocol.revoked(revoked))))
         return frames
 
     async def _watch_too_slow(self) -> None:
@@ -227,3 +334,7 @@ class ClientSession:
         await self.subscriber.wait_too_slow()
         await trio.sleep(STUCK_WRITE_GRACE)
         raise SubscriberTooSlow(f"{self.name} stopped reading")
+
+
+def _market_of(symbol: str) -> Market:
+    return normalize_symbol(symbol)[1]

@@ -133,6 +133,7 @@ _STATUS_BY_REASON = {
     FailureReason.REJECTED: 502,
     FailureReason.TIMEOUT: 504,
     FailureReason.UNAVAILABLE: 503,
+    FailureReason.FORBIDDEN: 403,
 }
 
 

@@ -438,6 +438,9 @@ class Hub:
         except InvalidSymbol:
             text = raw if isinstance(raw, str) else repr(raw)
             return text, Failure(text, FailureReason.INVALID, "not a 6-digit code or a ticker")
+        if subscriber.markets is not None and market not in subscriber.markets:
+            detail = f"not entitled to the {market.value} market"
+            return symbol, Failure(symbol, FailureReason.FORBIDDEN, detail)
         if symbol in seen or subscriber.holds(symbol):
             seen.add(symbol)
             return symbol, None

@@ -16,6 +16,7 @@ class FailureReason(enum.Enum):
     REJECTED = "rejected"  # the upstream refused it (detail carries the provider's code)
     TIMEOUT = "timeout"  # the upstream did not acknowledge in time
     UNAVAILABLE = "unavailable"  # no provider serves this market, or it is not taking requests
+    FORBIDDEN = "forbidden"  # the client's token is not entitled to this market (auth.py)
 
 
 @attrs.frozen

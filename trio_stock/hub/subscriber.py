@@ -42,7 +42,7 @@ import attrs
 import trio
 
 from ..errors import SubscriberTooSlow
-from ..model import SymbolState
+from ..model import Market, SymbolState
 from .results import Failure
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class Subscriber(trio.abc.ReceiveChannel[SymbolState]):
     def __init__(self, hub: Hub, name: str, max_symbols: int) -> None:
         self.name = name
         self.max_symbols = max_symbols
+        self.markets: frozenset[Market] | None = None  # the markets it may hold; None: all
         self._hub = hub
         self._symbols: set[str] = set()
         self._closed = False
