@@ -12,6 +12,7 @@ import trio.testing
 import trio_websocket
 
 from trio_stock import Config, Hub
+from trio_stock.access import build_verifier
 from trio_stock.endpoints.client import ClientLimits
 from trio_stock.server import ServerState, client_limits, handle_connection
 
@@ -54,7 +55,7 @@ class MemoryServer:
     ) -> None:
         if config.allowed_hosts is None:  # memory streams have no DNS to rebind
             config = config.replace(allowed_hosts=("*",))
-        self.state = ServerState(hub, config, limits)
+        self.state = ServerState(hub, config, limits, verifier=build_verifier(config))
         self._nursery = nursery
 
     def connect_stream(self, lockstep: bool = False) -> trio.abc.Stream:
@@ -70,7 +71,7 @@ class MemoryServer:
 
     @asynccontextmanager
     async def websocket(
-        self, path: str, lockstep: bool = False
+        self, path: str, lockstep: bool = False, headers: list[tuple[str, str]] | None = None
     ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
         async with trio.open_nursery() as nursery:
             stream = self.connect_stream(lockstep)
@@ -80,6 +81,7 @@ class MemoryServer:
                 stream,  # type: ignore[arg-type]
                 "gateway.test",
                 path,
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers or ()],
             )
             try:
                 yield ws
