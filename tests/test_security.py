@@ -289,10 +289,9 @@ async def test_a_symbol_outside_the_entitlement_is_an_in_band_error(
             await send(ws, {"action": "ping"})  # the connection stays open
             assert (await recv_type(ws, "pong"))["type"] == "pong"
         async with server.websocket(f"{STOCK}?access_token={token(markets=['US'])}") as ws:
-            await recv(ws)
-            await send(ws, {"action": "subscribe", "codes": ["005930"]})
-            result = await recv_type(ws, "subscription_result")
-            assert result["failed"] == ["005930"] and result["success"] is False
+            code, text = await closed_code(ws)  # seed 000 carries Korean codes only
+            assert (code, text) == (4003, "this token is not entitled to this endpoint's market")
+        assert not server.state.access.connections
 
 
 async def test_max_symbols_claim_narrows_the_servers_limit(
@@ -585,3 +584,67 @@ async def test_seed000_page_sequence_with_a_token_in_the_url(
         assert (await recv_type(ws, "subscriptions_list"))["subscribed_codes"] == ["000660"]
         await send(ws, {"action": "ping"})
         assert (await recv_type(ws, "pong")) == {"type": "pong"}
+
+
+# ---- the token command -----------------------------------------------------------------
+
+
+def run_token_command(*args: str, env: dict[str, str], cwd: Path) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TRIO_STOCK_")}
+    return subprocess.run(
+        [sys.executable, "-m", "trio_stock", "token", *args],
+        env={**base, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_token_command_signs_what_the_gateway_verifies(tmp_path: Path) -> None:
+    from trio_stock.access import build_verifier
+
+    env = {"TRIO_STOCK_JWT_SECRET": SECRET, "TRIO_STOCK_JWT_AUDIENCE": "trio"}
+    result = run_token_command(
+        "--sub", "alice", "--markets", "KR,US", "--ttl", "1h", "--admin", env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    issued = result.stdout.strip()
+    verifier = build_verifier(auth_config(TRIO_STOCK_JWT_AUDIENCE="trio"))
+    assert verifier is not None
+    grant = verifier.verify(issued, time.time())
+    assert (grant.subject, grant.admin) == ("alice", True)
+    assert grant.markets is not None and {m.value for m in grant.markets} == {"KR", "US"}
+    assert 3590 < grant.expires_at - time.time() <= 3600
+
+
+def test_the_token_command_signs_with_a_private_key(tmp_path: Path) -> None:
+    from trio_stock.auth import TokenVerifier
+
+    private, public_path = rsa_key_file(tmp_path)
+    key_path = tmp_path / "private.pem"
+    key_path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    result = run_token_command(
+        "--sub", "bob", "--private-key", str(key_path), "--ttl", "15m", env={}, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    grant = TokenVerifier.from_key_file(public_path).verify(result.stdout.strip(), time.time())
+    assert grant.subject == "bob" and grant.markets is None and not grant.admin
+
+
+def test_the_token_command_needs_something_to_sign_with(tmp_path: Path) -> None:
+    result = run_token_command("--sub", "alice", env={}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "set TRIO_STOCK_JWT_SECRET" in result.stderr
+    result = run_token_command("--sub", "a", "--ttl", "soon", env={}, cwd=tmp_path)
+    assert result.returncode == 2 and "90s, 15m, 1h or 7d" in result.stderr

@@ -117,6 +117,11 @@ async def run(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["token"]:
+        from . import token_command
+
+        return token_command.main(argv[1:])
     try:
         config = load_config(argv)
     except ConfigError as exc:

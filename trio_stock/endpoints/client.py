@@ -46,6 +46,7 @@ CLOSE_INTERNAL = 1011  # used for "no pong in time": the peer is unresponsive
 CLOSE_TRY_AGAIN_LATER = 1013  # a lossless client too slow for the feed
 TOO_SLOW_REASON = "client too slow: updates could not be delivered in time"
 CLOSE_UNAUTHENTICATED = 4001  # missing, invalid or expired token (README "Running it in public")
+CLOSE_NOT_ENTITLED = 4003  # the token grants none of the endpoint's markets
 CLOSE_TOO_MANY = 4008  # more connections than the token's max_connections
 AUTH_WAIT = 5.0  # seconds a client without a token at the upgrade has to send one in band
 EXPIRY_GRACE = 5.0  # seconds past the token's exp before the connection is closed
@@ -277,6 +278,9 @@ class ClientSession:
             if self.grant is not None:
                 raise
             self._end(CLOSE_UNAUTHENTICATED, str(exc))
+            return None
+        if grant.markets is not None and not grant.markets & self.protocol.markets:
+            self._end(CLOSE_NOT_ENTITLED, "this token is not entitled to this endpoint's market")
             return None
         if self._counted_as is None:
             limit, open_now = grant.max_connections, self.access.connections[grant.subject]

@@ -19,7 +19,7 @@ import orjson
 
 from ..errors import InvalidSymbol
 from ..hub import Failure, SubscribeResult
-from ..model import SymbolState
+from ..model import Market, SymbolState
 from ..symbols import normalize_symbol
 from ..wsserver import text_frame
 from .protocol import ClientContext, Handler, Payload, changed_symbols, symbol_list
@@ -138,6 +138,7 @@ class PricesProtocol:
 
     name = "seed003"
     path = "/api/v2/realtime/ws/prices"
+    markets = frozenset(Market)
     actions: Mapping[str, Handler] = {
         "subscribe": subscribe,
         "unsubscribe": unsubscribe,

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..hub import Failure, Hub, Subscriber, SubscribeResult
-from ..model import SymbolState
+from ..model import Market, SymbolState
 
 Payload = dict[str, Any]
 
@@ -35,6 +35,7 @@ class ClientProtocol(Protocol):
     name: str  # the wire format's name, the key of the per-state encoding cache
     actions: Mapping[str, Handler]
     churn_actions: frozenset[str]  # actions that change subscriptions (rate-limited harder)
+    markets: frozenset[Market]  # the markets whose symbols it carries
 
     def greeting(self) -> Payload:
         """The message sent when a client connects."""

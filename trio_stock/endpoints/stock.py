@@ -159,6 +159,7 @@ class StockProtocol:
 
     name = "seed000"
     path = "/ws/stock/"
+    markets = frozenset({Market.KR})
     actions: Mapping[str, Handler] = {
         "subscribe": subscribe,
         "unsubscribe": unsubscribe,
