@@ -292,3 +292,39 @@ def test_phone_layout_colours_and_the_readme_screenshot(page: Page) -> None:
             "[...document.querySelectorAll('.card')].map((c) => c.getBoundingClientRect().left)"
         )
         assert len(set(lefts)) == 1, lefts
+
+
+def test_with_auth_on_the_dashboard_asks_for_a_token_once_and_keeps_it(page: Page) -> None:
+    import time
+
+    import jwt
+    from playwright.sync_api import expect
+
+    secret = "a-dashboard-test-secret-of-40-characters"
+    token = jwt.encode({"sub": "ops", "exp": time.time() + 3600}, secret, "HS256")
+    env = {"TRIO_STOCK_AUTH": "jwt", "TRIO_STOCK_JWT_SECRET": secret}
+    console = Console(page)
+    with Gateway(*FAST, env=env) as gateway:
+        open_dashboard(page, gateway, watchlist=["005930", "AAPL"])
+        expect(page.locator("#token-form")).to_be_visible()  # refused with 4001: ask
+        expect(page.locator("#token-note")).to_contain_text("authentication required")
+        page.locator("#token-input").fill(token)
+        page.keyboard.press("Enter")
+        expect_connected(page)
+        expect(page.locator("#token-form")).to_be_hidden()
+        expect(card(page, "005930").locator(".price")).to_have_text(WON)
+        expect(card(page, "AAPL").locator(".price")).to_have_text(DOLLARS)
+        # REST polling carries the token as a bearer header.
+        expect(page.locator("#quota-kr")).to_have_text("1 / 40 Korean symbols in use")
+        page.reload()  # kept in the tab's session storage: no second prompt
+        expect_connected(page)
+        expect(card(page, "AAPL").locator(".price")).to_have_text(DOLLARS)
+        expect(page.locator("#token-form")).to_be_hidden()
+        # A link with the token in its fragment works in a fresh tab, and the fragment goes.
+        fresh = page.context.browser.new_context().new_page()  # type: ignore[union-attr]
+        fresh.goto(f"{gateway.url}/#access_token={token}")
+        expect(fresh.locator("#connection-text")).to_have_text("connected")
+        assert fresh.evaluate("location.hash") == ""
+        fresh.context.close()
+    assert token not in gateway.output and secret not in gateway.output
+    assert [e for e in console.errors if "401" not in e] == []  # the first poll may be refused

@@ -28,6 +28,13 @@ const POLL_EVERY_MS = 5000;
 const SPARK_POINTS = 60;
 const MESSAGE_TTL_MS = 20000;
 const MAX_MESSAGES = 4;
+// With auth on (TRIO_STOCK_AUTH=jwt) the page needs a token: from the URL's fragment
+// (#access_token=..., never sent to a server or written to its logs) or typed into the
+// token form. It is kept in this tab's sessionStorage only and sent in band.
+const TOKEN_KEY = "trio_stock.token";
+const RENEW_WARNING_MS = 60000; // ask for a new token this long before the current expires
+// Close codes after which retrying with the same token cannot help (README, close codes).
+const AUTH_CLOSE = { 4001: "the token is missing, invalid or expired", 4003: "the token is not entitled to these prices", 4008: "too many connections for this token" };
 
 const MARKET_CONVENTION = {
   KR: { label: "KR", zone: "Asia/Seoul", zoneLabel: "KST" },
@@ -294,7 +301,7 @@ class PriceSocket {
     this.ws = ws;
     ws.addEventListener("open", () => this.onOpen(ws));
     ws.addEventListener("message", (event) => this.onMessage(ws, event));
-    ws.addEventListener("close", () => this.onClose(ws));
+    ws.addEventListener("close", (event) => this.onClose(ws, event));
     // An "error" is always followed by "close"; the retry is scheduled there.
   }
 
@@ -302,6 +309,8 @@ class PriceSocket {
     if (ws !== this.ws) return;
     this.attempt = 0;
     setConnection("connected", "connected");
+    const token = tokenStore.get();
+    if (token) this.send({ action: "auth", token }); // first: the server reads in order
     const symbols = [...cards.keys()];
     if (symbols.length) this.send({ action: "subscribe", symbols });
     this.pingTimer = setInterval(() => this.ping(), PING_EVERY_MS);
@@ -319,11 +328,18 @@ class PriceSocket {
     handleMessage(message);
   }
 
-  onClose(ws) {
+  onClose(ws, event) {
     if (ws !== this.ws) return;
     this.ws = null;
     clearInterval(this.pingTimer);
     clearTimeout(this.pongTimer);
+    markHealthUnknown();
+    if (event && AUTH_CLOSE[event.code]) {
+      // Retrying with the same token would only be refused again: ask for a new one.
+      setConnection("disconnected", `disconnected: ${AUTH_CLOSE[event.code]}`);
+      tokenStore.ask(event.reason || AUTH_CLOSE[event.code]);
+      return;
+    }
     this.attempt += 1;
     // Full backoff doubles per attempt up to the cap; jitter (50-100 % of it) keeps many
     // pages from reconnecting in lockstep after a server restart.
@@ -331,7 +347,6 @@ class PriceSocket {
     const delay = Math.round(ceiling * (0.5 + Math.random() * 0.5));
     setConnection("reconnecting",
       `reconnecting (attempt ${this.attempt}) in ${(delay / 1000).toFixed(1)} s`);
-    markHealthUnknown();
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
@@ -371,6 +386,9 @@ function handleMessage(message) {
       break;
     case "pong":
       socket.pong();
+      break;
+    case "auth":
+      tokenStore.accepted(Number(message.expires_at));
       break;
     default:
       break; // "connected" greeting, "subscriptions": nothing to do
@@ -509,7 +527,9 @@ async function pollServer() {
 }
 
 async function getJson(url) {
-  const response = await fetch(url, { cache: "no-store" });
+  const token = tokenStore.get();
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(url, { cache: "no-store", headers });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return response.json();
 }
@@ -556,7 +576,74 @@ function markHealthUnknown() {
   for (const item of healthEl.children) item.dataset.state = "unreachable";
 }
 
+// ---------------------------------------------------------------------------- token
+
+/** The tab's token: kept in sessionStorage, asked for when the server refuses or it expires. */
+const tokenStore = {
+  form: document.getElementById("token-form"),
+  input: document.getElementById("token-input"),
+  note: document.getElementById("token-note"),
+  renewTimer: null,
+
+  get() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null; // storage disabled: the form still works for this page's life
+    }
+  },
+
+  set(token) {
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch {
+      /* keep going without storage */
+    }
+  },
+
+  /** Take a token from the URL's fragment, then remove it from the address bar. */
+  fromFragment() {
+    const match = location.hash.match(/[#&]access_token=([^&]+)/);
+    if (!match) return;
+    this.set(decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  },
+
+  ask(reason) {
+    this.note.textContent = `This gateway needs a token: ${reason}.`;
+    this.form.hidden = false;
+    this.input.focus();
+  },
+
+  /** The server accepted the token: warn (and ask for the next) before it expires. */
+  accepted(expiresAt) {
+    this.form.hidden = true;
+    clearTimeout(this.renewTimer);
+    if (!Number.isFinite(expiresAt)) return;
+    const warnIn = expiresAt * 1000 - Date.now() - RENEW_WARNING_MS;
+    this.renewTimer = setTimeout(() => this.ask("the current one expires within a minute"),
+      Math.max(0, warnIn));
+  },
+
+  submit(token) {
+    this.set(token);
+    this.form.hidden = true;
+    if (socket.open) socket.send({ action: "auth", token }); // renew in band
+    else socket.connect();
+  },
+};
+
+tokenStore.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = tokenStore.input.value.trim();
+  if (!token) return;
+  tokenStore.input.value = "";
+  tokenStore.submit(token);
+});
+
 // ---------------------------------------------------------------------------- start
+
+tokenStore.fromFragment();
 
 for (const symbol of loadWatchlist()) addCard(symbol, parseSymbol(symbol).market);
 emptyEl.hidden = cards.size > 0;
