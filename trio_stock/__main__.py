@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from . import __version__
-from .config import Config, Secret
+from .config import AuthMode, Config, Secret
 from .errors import ConfigError
 from .gateway import Gateway, serve
 from .server import ListenError
@@ -65,7 +65,9 @@ def load_config(argv: Sequence[str] | None = None) -> Config:
 def banner(gateway: Gateway) -> str:
     """The start-up banner with the URL of every endpoint."""
     host, port = gateway.config.host, gateway.port
-    base = f"http://{host}:{port}"
+    secure = gateway.config.tls_cert is not None
+    base = f"{'https' if secure else 'http'}://{host}:{port}"
+    ws = f"{'wss' if secure else 'ws'}://{host}:{port}"
     providers = "  ".join(
         f"{p.market.value}: {p.name} ({'live' if p.live else 'simulated'}, quota {p.quota})"
         for p in gateway.hub.statistics().providers
@@ -74,12 +76,13 @@ def banner(gateway: Gateway) -> str:
         [
             f"trio_stock {__version__} listening on {base}",
             f"  dashboard         {base}/",
-            f"  seed 000 (KIS)    ws://{host}:{port}/ws/stock/",
-            f"  seed 003 (FMP)    ws://{host}:{port}/api/v2/realtime/ws/prices",
+            f"  seed 000 (KIS)    {ws}/ws/stock/",
+            f"  seed 003 (FMP)    {ws}/api/v2/realtime/ws/prices",
             f"  REST              {base}/api/v2/realtime/"
             "{health,status,subscribe,unsubscribe,cache}",
             f"  metrics           {base}/metrics",
             f"  providers         {providers}",
+            f"  auth              {(gateway.config.auth or AuthMode.NONE).value}",
         ]
     )
 
