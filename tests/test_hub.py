@@ -73,7 +73,7 @@ async def test_resubscribing_a_held_symbol_has_no_side_effects(
     async with hub.subscriber() as sub:
         await hub.subscribe(sub, ["005930"])
         result = await hub.subscribe(sub, ["005930", "005930"])
-        assert result.accepted == ("005930", "005930")
+        assert result.accepted == ("005930",)  # a repeat within one request is answered once
         await settle()
         assert kr.log == [("sub", "005930")]
         assert hub.statistics().upstream[0].used == 1
@@ -89,7 +89,9 @@ async def test_rejected_symbols_fail_with_the_upstream_reason(
     (failure,) = result.failed
     assert (failure.symbol, failure.reason) == ("000660", FailureReason.REJECTED)
     assert "OPSP8992" in failure.detail
-    assert hub.statistics().upstream[0].used == 1  # the rejected one holds no slot
+    usage = hub.statistics().upstream[0]
+    assert usage.registered == 1  # the rejected one holds no slot
+    assert (usage.used, usage.lingering) == (0, 1)  # the subscriber left: 005930 lingers
 
 
 async def test_silent_upstream_times_out_and_the_request_is_withdrawn(

@@ -207,3 +207,72 @@ async def test_connection_limit_answers_503(autojump_clock: trio.testing.MockClo
         second = server.connect_stream()
         await second.send_all(b"GET /api/v2/realtime/health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (await second.receive_some()).startswith(b"HTTP/1.1 503")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nowhere",
+        "/api",
+        "/api/v2",
+        "/api/v2/realtime",
+        "/api/v2/realtime/",
+        "/api/v2/realtime/healthz",
+        "/api/v2/realtime/cache/",
+        "/api/v2/realtime/cache/AAPL/extra",
+        "/api/v2/realtime/cache/BRK/B",
+        "/api/v2/realtime/ws/prices/x",
+        "/static/",
+        "/static/app.js/x",
+        "/static/../server.py",
+        "/ws/stock/x",
+        "/metrics/x",
+        "/index.html",
+    ],
+)
+async def test_unknown_paths_are_404_under_every_prefix(http: httpx.AsyncClient, path: str) -> None:
+    answer = await http.get(path)
+    assert answer.status_code == 404, path
+    assert answer.json()["detail"].startswith("not found")
+
+
+async def test_head_is_answered_like_get_without_a_body(gateway: Gateway) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", gateway.port or 0)
+    async with stream:
+        await stream.send_all(
+            f"HEAD {API}/health HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            f"GET {API}/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(
+        next(
+            line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        ).split(b":")[1]
+    )
+    assert rest.startswith(b"HTTP/1.1 200 ")  # no body after the HEAD's head
+    assert len(rest.split(b"\r\n\r\n", 1)[1]) == length  # the GET's body has the same length
+
+
+async def test_rest_unsubscribe_moves_symbols_from_subscribed_to_lingering(
+    http: httpx.AsyncClient,
+) -> None:
+    assert (await http.post(f"{API}/subscribe", json=["AAPL", "005930"])).status_code == 200
+    health = (await http.get(f"{API}/health")).json()
+    assert sorted(health["subscribed_symbols"]) == ["005930", "AAPL"]
+    assert health["lingering_symbols"] == []
+    assert (await http.post(f"{API}/unsubscribe", json=["AAPL"])).status_code == 200
+    health = (await http.get(f"{API}/health")).json()
+    assert health["subscribed_symbols"] == ["005930"]  # at once, not after the linger
+    assert health["lingering_symbols"] == ["AAPL"]  # still registered upstream: free capacity
+    status = (await http.get(f"{API}/status")).json()
+    assert status["connection_status"]["subscribed_symbols"] == ["005930"]
+    us = next(u for u in status["upstream"] if u["market"] == "US")
+    assert (us["used"], us["lingering"]) == (0, 1)
+    metrics = (await http.get("/metrics")).text
+    assert 'trio_stock_upstream_used{provider="sim-us",market="US"} 0' in metrics
+    assert 'trio_stock_upstream_registered{provider="sim-us",market="US"} 1' in metrics

@@ -68,7 +68,7 @@ async def test_seed000_vanilla_page_sequence(autojump_clock: trio.testing.MockCl
         assert listing["subscribed_codes"] == ["000660"]
         assert listing["count"] == 1
         assert listing["kis_max_subscriptions"] == 40
-        assert listing["kis_active_subscriptions"] == 2  # 005930 lingers upstream for 5 s
+        assert listing["kis_active_subscriptions"] == 1  # 005930 lingers: free capacity
         after = [await recv(ws) for _ in range(10)]
         assert {m["stock_code"] for m in after} == {"000660"}  # no price after the unsubscribe
 
@@ -371,3 +371,34 @@ async def test_unknown_websocket_path_is_404(autojump_clock: trio.testing.MockCl
             response += chunk
         assert response.startswith(b"HTTP/1.1 404 ")
         assert response.endswith(b'{"detail":"no WebSocket endpoint at /ws/nowhere"}')
+
+
+async def test_lingering_codes_are_free_capacity_for_seed000_clients(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """kis_active_subscriptions counts held codes: after everyone leaves it is 0, and a
+    client that checks the quota first, as seed 000 advises, may subscribe 40 new codes."""
+    first = [f"{n:06d}" for n in range(100, 140)]
+    second = [f"{n:06d}" for n in range(200, 240)]
+    async with (
+        memory_server(fast_sim(TRIO_STOCK_LINGER="600")) as server,
+        server.websocket(STOCK) as ws,
+    ):
+        await recv(ws)
+        await send(ws, {"action": "subscribe", "codes": first})
+        assert (await recv_type(ws, "subscription_result"))["success"] is True
+        await send(ws, {"action": "unsubscribe", "codes": first})
+        await recv_type(ws, "unsubscription_result")
+        await send(ws, {"action": "list_subscriptions"})
+        listing = await recv_type(ws, "subscriptions_list")
+        assert (listing["kis_active_subscriptions"], listing["kis_max_subscriptions"]) == (
+            0,
+            40,
+        )
+        assert len(server.state.hub.lingering()) == 40  # still registered upstream
+        await send(ws, {"action": "subscribe", "codes": second})
+        result = await recv_type(ws, "subscription_result")
+        assert (result["success"], len(result["subscribed"])) == (True, 40)
+        await send(ws, {"action": "list_subscriptions"})
+        assert (await recv_type(ws, "subscriptions_list"))["kis_active_subscriptions"] == 40
+        assert server.state.hub.lingering() == []  # evicted for the new codes

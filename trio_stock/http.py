@@ -91,6 +91,7 @@ class HttpConnection:
         self.stream = stream
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.raw_head = bytearray()
+        self._head_only = False  # the request being answered is a HEAD
 
     async def next_request(self, *, first: bool) -> Request | None:
         """Read the next request; None when the client closed or idled out between requests.
@@ -117,6 +118,7 @@ class HttpConnection:
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
         body = b"" if _is_upgrade(headers) else await self._read_body(headers)
+        self._head_only = event.method == b"HEAD"
         return Request(event.method.decode("ascii"), path, query, headers, body)
 
     def take_trailing_data(self) -> bytes:
@@ -181,7 +183,8 @@ class HttpConnection:
                     status_code=response.status, headers=headers, reason=_reason(response.status)
                 )
             )
-            data += self._conn.send(h11.Data(data=response.body)) or b""
+            if not self._head_only:  # HEAD: the same head, no body (RFC 9110 §9.3.2)
+                data += self._conn.send(h11.Data(data=response.body)) or b""
             data += self._conn.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:
             return
@@ -206,8 +209,9 @@ class HttpConnection:
                     ],
                 )
             )
-            data = (data or b"") + (self._conn.send(h11.Data(data=body)) or b"")
-            data += self._conn.send(h11.EndOfMessage()) or b""
+            if not self._head_only:
+                data = (data or b"") + (self._conn.send(h11.Data(data=body)) or b"")
+            data = (data or b"") + (self._conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:
             return
         await self._send_bytes(data)

@@ -222,6 +222,7 @@ async def handle_connection(stream: trio.abc.Stream, *, state: ServerState) -> N
             await HttpConnection(stream).send_error(RequestError(503, refusal.detail, headers))
         return
     try:
+        upgraded = None  # stays None when the boundary ends the connection
         with _boundary(state, connection_id, "http"):
             upgraded = await _serve_requests(HttpConnection(stream), state, connection_id)
         if upgraded is not None:  # the HTTP state is gone by now: a WebSocket keeps none of it
@@ -375,7 +376,8 @@ async def route(request: Request, state: ServerState) -> Response:
     if found is None:
         return error_response(404, f"not found: {request.path[:200]}")
     entry, tail = found
-    if request.method != entry.method:
+    method = "GET" if request.method == "HEAD" else request.method  # HEAD: GET's head
+    if method != entry.method:
         return _not_allowed(entry.method)
     grant = ANONYMOUS
     if entry.access is not Access.PUBLIC:
@@ -400,7 +402,8 @@ def _find(path: str) -> tuple[Route, str] | None:
 
 
 def _not_allowed(method: str) -> Response:
-    return error_response(405, f"method not allowed; use {method}", headers=(("allow", method),))
+    allowed = "GET, HEAD" if method == "GET" else method
+    return error_response(405, f"method not allowed; use {method}", headers=(("allow", allowed),))
 
 
 def _static(name: str, state: ServerState) -> Response:

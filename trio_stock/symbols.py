@@ -13,7 +13,7 @@ import re
 from .errors import InvalidSymbol
 from .model import Market
 
-KOREAN_CODE = re.compile(r"\d{6}")
+KOREAN_CODE = re.compile(r"[0-9]{6}")  # ASCII only: "٠٠٥٩٣٠" and "００５９３０" are not codes
 US_TICKER = re.compile(r"(?=[A-Z0-9.\-]*[A-Z])[A-Z0-9.\-]{1,10}")
 MAX_RAW_LENGTH = 32  # anything longer is rejected before any regex runs
 

@@ -51,7 +51,13 @@ HUB_FAMILIES: Sequence[tuple[str, str, str, Callable[[HubStatistics], float]]] =
     ("cached_symbols", "gauge", "Symbols with a cached state.", lambda h: h.cached_symbols),
 )
 USAGE_FAMILIES: Sequence[tuple[str, str, str, Callable[[UpstreamUsage], float]]] = (
-    ("upstream_used", "gauge", "Upstream subscriptions in use.", lambda u: u.used),
+    ("upstream_used", "gauge", "Upstream subscriptions somebody holds.", lambda u: u.used),
+    (
+        "upstream_registered",
+        "gauge",
+        "Upstream subscriptions registered, lingering included.",
+        lambda u: u.registered,
+    ),
     ("upstream_quota", "gauge", "Upstream subscription quota.", lambda u: u.quota),
     ("upstream_pending", "gauge", "Upstream requests unanswered.", lambda u: u.pending),
     ("upstream_lingering", "gauge", "Unheld symbols lingering.", lambda u: u.lingering),

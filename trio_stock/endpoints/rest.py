@@ -71,6 +71,7 @@ def health(state: ServerState) -> Response:
             "kis_configured": state.config.kis_configured,
             "simulated": [p.market.value for p in stats.providers if not p.live],
             "subscribed_symbols": state.hub.held(),
+            "lingering_symbols": state.hub.lingering(),
             "cached_symbols": [s.symbol for s in state.hub.cached()],
             "callbacks_registered": state.websocket_clients,
             "reconnect_attempts": sum(p.reconnect_attempts for p in stats.providers),
@@ -90,6 +91,7 @@ def status(state: ServerState) -> Response:
                 "is_connected": overall_status(stats.providers) == "connected",
                 "is_running": True,
                 "subscribed_symbols": state.hub.held(),
+                "lingering_symbols": state.hub.lingering(),
                 "total_clients": state.websocket_clients,
             },
             "cached_data": {"count": len(cached), "symbols": cached},
@@ -102,7 +104,13 @@ def status(state: ServerState) -> Response:
                 "too_slow": stats.too_slow,
             },
             "upstream": [
-                {"provider": u.provider, "market": u.market.value, "used": u.used, "quota": u.quota}
+                {
+                    "provider": u.provider,
+                    "market": u.market.value,
+                    "used": u.used,
+                    "lingering": u.lingering,
+                    "quota": u.quota,
+                }
                 for u in stats.upstream
             ],
             "providers": [provider_fields(p) for p in stats.providers],
@@ -184,12 +192,15 @@ async def unsubscribe(request: Request, state: ServerState) -> Response:
 def bounded_int(text: str, low: int, high: int) -> int | None:
     """``text`` as an integer from ``low`` to ``high``, or None.
 
-    Only ASCII digits, and no more of them than ``high`` has: ``int()`` alone accepts
+    Only ASCII digits, and no more significant ones than ``high`` has: ``int()`` alone accepts
     "²" and "٣" as digits, raises past 4,300 digits, and is quadratic below that.
     """
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(high)):
+    if not (text.isascii() and text.isdigit()):
         return None
-    value = int(text)
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(high)):
+        return None
+    value = int(digits)
     return value if low <= value <= high else None
 
 

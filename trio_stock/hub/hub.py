@@ -94,14 +94,20 @@ class _Topic:
 
 @attrs.frozen
 class UpstreamUsage:
-    """How much of one provider's quota is in use."""
+    """How much of one provider's quota is in use.
+
+    ``used`` counts what somebody holds or waits for; lingering symbols are registered
+    upstream too but are free capacity (evicted the moment a slot is needed), so they are
+    counted apart: ``registered`` = ``used`` + ``lingering``.
+    """
 
     provider: str
     market: Market
     quota: int
-    used: int  # registered + pending
+    used: int  # held by somebody: registered with a holder, or pending for a waiter
     pending: int
-    lingering: int
+    lingering: int  # registered, nobody holds it, released after the linger
+    registered: int  # everything the upstream holds for us (used + lingering)
 
 
 @attrs.frozen
@@ -403,10 +409,12 @@ class Hub:
         budget = subscriber.max_symbols - subscriber._slots_used()
         try:
             for raw in symbols:
-                symbol, outcome = self._claim(subscriber, raw, budget, seen)
-                if isinstance(outcome, _Topic):
+                claim = self._claim(subscriber, raw, budget, seen)
+                if claim is None:
+                    continue  # a repeat within this request: answered once
+                if isinstance(claim[1], _Topic):
                     budget -= 1
-                wanted.append((symbol, outcome))
+                wanted.append(claim)
             await self._wait_for_answers([o for _, o in wanted if isinstance(o, _Topic)])
             subscriber._check_open()
             return self._attach_answered(subscriber, wanted)
@@ -431,20 +439,22 @@ class Hub:
 
     def _claim(
         self, subscriber: Subscriber, raw: object, budget: int, seen: set[str]
-    ) -> tuple[str, _Topic | Failure | None]:
-        """Decide one requested symbol: already held (None), a failure, or a topic to wait on."""
+    ) -> tuple[str, _Topic | Failure | None] | None:
+        """Decide one requested symbol: already held (None), a failure, or a topic to wait
+        on; or None for the whole claim when this request named the symbol before."""
         try:
             symbol, market = normalize_symbol(raw)
         except InvalidSymbol:
-            text = raw if isinstance(raw, str) else repr(raw)
+            text = raw if isinstance(raw, str) else repr(raw)[:64]
             return text, Failure(text, FailureReason.INVALID, "not a 6-digit code or a ticker")
+        if symbol in seen:
+            return None
+        seen.add(symbol)
         if subscriber.markets is not None and market not in subscriber.markets:
             detail = f"not entitled to the {market.value} market"
             return symbol, Failure(symbol, FailureReason.FORBIDDEN, detail)
-        if symbol in seen or subscriber.holds(symbol):
-            seen.add(symbol)
+        if subscriber.holds(symbol):
             return symbol, None
-        seen.add(symbol)
         if budget <= 0:
             detail = f"a subscriber may hold at most {subscriber.max_symbols} symbols"
             return symbol, Failure(symbol, FailureReason.LIMIT, detail)
@@ -631,8 +641,16 @@ class Hub:
         return list(self._latest.values())
 
     def held(self, market: Market | None = None) -> list[str]:
-        """Symbols held upstream (pending, registered or lingering), optionally of a market."""
-        return [s for s, t in self._topics.items() if market is None or t.link.market is market]
+        """Symbols somebody holds (or waits for), optionally of a market; not lingering ones."""
+        return [
+            s
+            for s, t in self._topics.items()
+            if (market is None or t.link.market is market) and t not in self._lingering
+        ]
+
+    def lingering(self, market: Market | None = None) -> list[str]:
+        """Symbols nobody holds that stay registered upstream for the linger (free capacity)."""
+        return [t.symbol for t in self._lingering if market is None or t.link.market is market]
 
     def provider_for(self, market: Market) -> Provider | None:
         """The provider serving ``market``, if any."""
@@ -653,9 +671,10 @@ class Hub:
                     provider=link.name,
                     market=link.market,
                     quota=link.provider.quota,
-                    used=len(link.topics),
+                    used=len(link.topics) - lingering,
                     pending=pending,
                     lingering=lingering,
+                    registered=len(link.topics),
                 )
             )
         return HubStatistics(
