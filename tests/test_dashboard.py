@@ -328,3 +328,21 @@ def test_with_auth_on_the_dashboard_asks_for_a_token_once_and_keeps_it(page: Pag
         fresh.context.close()
     assert token not in gateway.output and secret not in gateway.output
     assert [e for e in console.errors if "401" not in e] == []  # the first poll may be refused
+
+
+def test_the_quota_line_drops_when_the_last_card_goes_though_the_code_lingers(
+    page: Page,
+) -> None:
+    from playwright.sync_api import expect
+
+    with Gateway(*FAST, "--linger", "600") as gateway:
+        open_dashboard(page, gateway, watchlist=["005930"])
+        expect_connected(page)
+        expect(page.locator("#quota-kr")).to_have_text("1 / 40 Korean symbols in use")
+        card(page, "005930").locator(".remove").click()
+        expect(page.locator(".card")).to_have_count(0)
+        # Nobody holds it any more: free capacity, though it stays registered for 600 s.
+        expect(page.locator("#quota-kr")).to_have_text("0 / 40 Korean symbols in use")
+        status = page.evaluate("fetch('/api/v2/realtime/status').then((r) => r.json())")
+        kr = next(u for u in status["upstream"] if u["market"] == "KR")
+        assert (kr["used"], kr["lingering"]) == (0, 1)
