@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import enum
+import typing
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
 from trio_stock import Config, ConfigError, Secret
-from trio_stock.config import KrProvider
+from trio_stock.config import AuthMode, KrProvider
 
 
 def test_defaults_need_no_configuration() -> None:
@@ -77,3 +81,61 @@ def test_malformed_dotenv_line_is_reported_with_its_place(tmp_path: Path) -> Non
     dotenv.write_text("FMP_API_KEY\n")
     with pytest.raises(ConfigError, match=r"\.env:1"):
         Config.from_env({}, dotenv=dotenv)
+
+
+def _malformed(field: attrs.Attribute[Any]) -> str | None:
+    """A text this setting refuses, by its type and validator; None for free text."""
+    kinds = typing.get_args(field.type) or (field.type,)
+    if int in kinds or float in kinds:
+        return "twelve"
+    if bool in kinds:
+        return "maybe"
+    if any(isinstance(k, type) and issubclass(k, enum.Enum) for k in kinds):
+        return "sometimes"
+    return "ftp://nowhere" if field.validator is not None else None
+
+
+def test_each_malformed_setting_fails_naming_its_variable() -> None:
+    checked = 0
+    for field in attrs.fields(Config):
+        text = _malformed(field)
+        if text is None:
+            continue
+        env = field.metadata["env"]
+        with pytest.raises(ConfigError) as refused:
+            Config.from_mapping({env: text})
+        assert str(refused.value).startswith(f"{env}='{text}': must be "), str(refused.value)
+        checked += 1
+    assert checked >= 25  # every typed setting is covered, not a handful
+
+
+def test_every_malformed_setting_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Config.from_mapping(
+            {"TRIO_STOCK_PORT": "x", "TRIO_STOCK_LINGER": "y", "KIS_ORDERBOOK": "z"}
+        )
+    lines = str(refused.value).splitlines()
+    assert sorted(lines) == [
+        "KIS_ORDERBOOK='z': must be true or false",
+        "TRIO_STOCK_LINGER='y': must be a number",
+        "TRIO_STOCK_PORT='x': must be a whole number",
+    ]
+
+
+def test_settings_are_structured_by_cattrs_and_checked_in_code_too() -> None:
+    config = Config.from_mapping(
+        {
+            "TRIO_STOCK_LOG_LEVEL": "debug",
+            "TRIO_STOCK_ALLOWED_ORIGINS": " https://a.example , https://b.example ",
+            "TRIO_STOCK_AUTH": "JWT",
+            "TRIO_STOCK_MAX_CLIENTS": "10_000",
+            "KIS_REST_URL": "https://kis.example/",
+        }
+    )
+    assert config.log_level == "DEBUG"
+    assert config.allowed_origins == ("https://a.example", "https://b.example")
+    assert config.auth is AuthMode.JWT
+    assert config.max_clients == 10_000
+    assert config.kis_rest_url == "https://kis.example"
+    with pytest.raises(ValueError, match="must be between 0 and 65535"):
+        Config(port=70_000)  # an embedding program gets the same check

@@ -58,7 +58,12 @@ async def test_dotenv_in_the_working_directory_is_read(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--port", "eighty"], {}, "--port: invalid"),
+        (["--port", "eighty"], {}, "--port='eighty': must be a whole number"),
+        (["--port", "70000"], {}, "--port='70000': must be between 0 and 65535"),
+        ([], {"TRIO_STOCK_PORT": "70000"}, "TRIO_STOCK_PORT='70000': must be between 0 and 65535"),
+        (["--kis-env", "prod"], {}, "--kis-env='prod': must be one of real, paper"),
+        ([], {"TRIO_STOCK_AUTH": "maybe"}, "TRIO_STOCK_AUTH='maybe': must be one of none, jwt"),
+        ([], {"FMP_API_KEY": "k", "FMP_MAX_SUBSCRIPTIONS": "0"}, "FMP_MAX_SUBSCRIPTIONS='0'"),
         ([], {"TRIO_STOCK_PROT": "1"}, "unknown setting(s): TRIO_STOCK_PROT"),
         ([], {"KIS_ENV": "prod"}, "KIS_ENV='prod'"),
         (["--kr-provider", "kis"], {}, "needs KIS_APP_KEY and KIS_APP_SECRET"),

@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from . import __version__
-from .config import AuthMode, Config, Secret
+from .config import AuthMode, Config, is_secret
 from .errors import ConfigError
 from .gateway import Gateway, serve
 from .server import ListenError
@@ -39,27 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trio_stock {__version__}")
     for field in attrs.fields(Config):
-        parse = field.metadata["parse"]
-        if parse is Secret:
-            continue
+        if is_secret(field):
+            continue  # secrets: environment or .env only
         default = getattr(field.default, "value", field.default)  # enums show their value
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
-            type=parse,
-            default=None,
-            metavar=field.name.upper() if parse is not bool else "BOOL",
+            default=None,  # the text goes through the same check as its variable's
+            metavar="BOOL" if field.type is bool else field.name.upper(),
             help=f"env {field.metadata['env']} (default: {default})",
         )
     return parser
 
 
 def load_config(argv: Sequence[str] | None = None) -> Config:
-    """The configuration: environment and ``.env``, then flags on top."""
+    """The configuration: environment and ``.env``, then flags on top (same checks)."""
     args = build_parser().parse_args(argv)
-    config = Config.from_env()
     flags = {name: value for name, value in vars(args).items() if value is not None}
-    return config.replace(**flags)
+    return Config.from_env(flags=flags)
 
 
 def banner(gateway: Gateway) -> str:

@@ -12,13 +12,19 @@ config can be logged or shown in health without leaking a key.
 from __future__ import annotations
 
 import enum
+import math
 import os
+import re
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
+import cattrs
+from cattrs.errors import AttributeValidationNote as AttributeNote
 
+from .converter import converter
 from .errors import ConfigError
 
 KIS_WS_URLS = {
@@ -71,57 +77,46 @@ class AuthMode(enum.Enum):
     JWT = "jwt"
 
 
-def _parse_list(text: str) -> tuple[str, ...]:
-    """A comma-separated list; blanks around items are dropped."""
-    return tuple(item.strip() for item in text.split(",") if item.strip())
+class SettingError(ValueError):
+    """A setting's text or value is not what it must be; ``name`` is the setting's, if known."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
 
 
-def _parse_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return value
+def _between(low: float, high: float) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not low <= value <= high:
+            raise SettingError(f"must be between {_show(low)} and {_show(high)}", attribute.name)
 
-    return parse
+    return check
 
 
-def _parse_float(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = float(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}")
-        return value
-
-    return parse
+def _show(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false")
+def _one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise SettingError(f"must be one of {', '.join(choices)}", attribute.name)
+
+    return check
 
 
-def _parse_choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return text
-
-    return parse
+def _url(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not value.startswith(("ws://", "wss://", "http://", "https://")):
+        raise SettingError("must be a ws://, wss://, http:// or https:// URL", attribute.name)
 
 
-def _parse_url(text: str) -> str:
-    if not text.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ValueError("must be a ws://, wss://, http:// or https:// URL")
-    return text.rstrip("/") if text.startswith("http") else text
+def _trim_http(value: str | None) -> str | None:
+    """``https://host/`` → ``https://host`` (REST bases are joined with paths)."""
+    return value.rstrip("/") if value is not None and value.startswith("http") else value
 
 
-def _setting(env: str, default: Any, parse: Callable[[str], Any] = str, **kw: Any) -> Any:
-    return attrs.field(default=default, metadata={"env": env, "parse": parse}, **kw)
+def _setting(env: str, default: Any, check: Any = None, **kw: Any) -> Any:
+    return attrs.field(default=default, validator=check, metadata={"env": env}, **kw)
 
 
 @attrs.frozen(kw_only=True)
@@ -129,69 +124,68 @@ class Config:
     """Every setting of the gateway. Build with :meth:`from_env` or directly in code."""
 
     host: str = _setting("TRIO_STOCK_HOST", "127.0.0.1")
-    port: int = _setting("TRIO_STOCK_PORT", 8000, _parse_int(0, 65535))
-    kr_provider: KrProvider = _setting("TRIO_STOCK_KR_PROVIDER", KrProvider.AUTO, KrProvider)
-    us_provider: UsProvider = _setting("TRIO_STOCK_US_PROVIDER", UsProvider.AUTO, UsProvider)
-    linger: float = _setting("TRIO_STOCK_LINGER", 5.0, _parse_float(0, 3600))
-    ack_timeout: float = _setting("TRIO_STOCK_ACK_TIMEOUT", 10.0, _parse_float(0.1, 300))
+    port: int = _setting("TRIO_STOCK_PORT", 8000, _between(0, 65535))
+    kr_provider: KrProvider = _setting("TRIO_STOCK_KR_PROVIDER", KrProvider.AUTO)
+    us_provider: UsProvider = _setting("TRIO_STOCK_US_PROVIDER", UsProvider.AUTO)
+    linger: float = _setting("TRIO_STOCK_LINGER", 5.0, _between(0, 3600))
+    ack_timeout: float = _setting("TRIO_STOCK_ACK_TIMEOUT", 10.0, _between(0.1, 300))
     max_symbols_per_client: int = _setting(
-        "TRIO_STOCK_MAX_SYMBOLS_PER_CLIENT", 200, _parse_int(1, 10_000)
+        "TRIO_STOCK_MAX_SYMBOLS_PER_CLIENT", 200, _between(1, 10_000)
     )
-    max_clients: int = _setting("TRIO_STOCK_MAX_CLIENTS", 10_000, _parse_int(1, 1_000_000))
+    max_clients: int = _setting("TRIO_STOCK_MAX_CLIENTS", 10_000, _between(1, 1_000_000))
     # Per client IP (limits.py): open connections, and new connections per second.
     max_connections_per_ip: int = _setting(
-        "TRIO_STOCK_MAX_CONNECTIONS_PER_IP", 2_000, _parse_int(1, 1_000_000)
+        "TRIO_STOCK_MAX_CONNECTIONS_PER_IP", 2_000, _between(1, 1_000_000)
     )
     connect_rate_per_ip: float = _setting(
-        "TRIO_STOCK_CONNECT_RATE_PER_IP", 500.0, _parse_float(0.01, 1_000_000)
+        "TRIO_STOCK_CONNECT_RATE_PER_IP", 500.0, _between(0.01, 1_000_000)
     )
-    ping_interval: float = _setting("TRIO_STOCK_PING_INTERVAL", 20.0, _parse_float(0, 3600))
-    ping_timeout: float = _setting("TRIO_STOCK_PING_TIMEOUT", 20.0, _parse_float(0.1, 3600))
+    ping_interval: float = _setting("TRIO_STOCK_PING_INTERVAL", 20.0, _between(0, 3600))
+    ping_timeout: float = _setting("TRIO_STOCK_PING_TIMEOUT", 20.0, _between(0.1, 3600))
     sim_ticks_per_second: float = _setting(
-        "TRIO_STOCK_SIM_TICKS_PER_SECOND", 2.0, _parse_float(0.001, 10_000)
+        "TRIO_STOCK_SIM_TICKS_PER_SECOND", 2.0, _between(0.001, 10_000)
     )
-    sim_seed: int = _setting("TRIO_STOCK_SIM_SEED", 0, _parse_int(0, 2**63))
+    sim_seed: int = _setting("TRIO_STOCK_SIM_SEED", 0, _between(0, 2**63))
     # None: anonymous on a loopback address, and a start error anywhere else (auth.py).
-    auth: AuthMode | None = _setting("TRIO_STOCK_AUTH", None, AuthMode)
-    jwt_secret: Secret | None = _setting("TRIO_STOCK_JWT_SECRET", None, Secret)
+    auth: AuthMode | None = _setting("TRIO_STOCK_AUTH", None)
+    jwt_secret: Secret | None = _setting("TRIO_STOCK_JWT_SECRET", None)
     jwt_key_file: str | None = _setting("TRIO_STOCK_JWT_KEY_FILE", None)
     jwt_audience: str | None = _setting("TRIO_STOCK_JWT_AUDIENCE", None)
     jwt_issuer: str | None = _setting("TRIO_STOCK_JWT_ISSUER", None)
     # Browser origins allowed to open a WebSocket or send a non-GET request (exact match;
     # "*" allows any). None: this gateway's own origin and loopback origins (origins.py).
-    allowed_origins: tuple[str, ...] | None = _setting(
-        "TRIO_STOCK_ALLOWED_ORIGINS", None, _parse_list
-    )
+    allowed_origins: tuple[str, ...] | None = _setting("TRIO_STOCK_ALLOWED_ORIGINS", None)
     # Host header values accepted (against DNS rebinding). None: loopback names when bound
     # to a loopback address, any host otherwise.
-    allowed_hosts: tuple[str, ...] | None = _setting("TRIO_STOCK_ALLOWED_HOSTS", None, _parse_list)
+    allowed_hosts: tuple[str, ...] | None = _setting("TRIO_STOCK_ALLOWED_HOSTS", None)
     tls_cert: str | None = _setting("TRIO_STOCK_TLS_CERT", None)
     tls_key: str | None = _setting("TRIO_STOCK_TLS_KEY", None)
     log_level: str = _setting(
-        "TRIO_STOCK_LOG_LEVEL", "INFO", _parse_choice("DEBUG", "INFO", "WARNING", "ERROR")
+        "TRIO_STOCK_LOG_LEVEL",
+        "INFO",
+        _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+        converter=str.upper,  # "debug" works too
     )
-    kis_app_key: Secret | None = _setting("KIS_APP_KEY", None, Secret)
-    kis_app_secret: Secret | None = _setting("KIS_APP_SECRET", None, Secret)
-    kis_env: str = _setting("KIS_ENV", "real", _parse_choice("real", "paper"))
-    kis_ws_url: str | None = _setting("KIS_WS_URL", None, _parse_url)
-    kis_rest_url: str | None = _setting("KIS_REST_URL", None, _parse_url)
-    kis_max_subscriptions: int = _setting("KIS_MAX_SUBSCRIPTIONS", 40, _parse_int(1, 10_000))
-    kis_orderbook: bool = _setting("KIS_ORDERBOOK", False, _parse_bool)
-    kis_custtype: str = _setting("KIS_CUSTTYPE", "P", _parse_choice("P", "B"))  # kis.md §2
-    kis_watchdog: float = _setting("KIS_WATCHDOG", 60.0, _parse_float(1, 3600))  # kis.md §8.3
+    kis_app_key: Secret | None = _setting("KIS_APP_KEY", None)
+    kis_app_secret: Secret | None = _setting("KIS_APP_SECRET", None)
+    kis_env: str = _setting("KIS_ENV", "real", _one_of("real", "paper"))
+    kis_ws_url: str | None = _setting("KIS_WS_URL", None, _url)
+    kis_rest_url: str | None = _setting("KIS_REST_URL", None, _url, converter=_trim_http)
+    kis_max_subscriptions: int = _setting("KIS_MAX_SUBSCRIPTIONS", 40, _between(1, 10_000))
+    kis_orderbook: bool = _setting("KIS_ORDERBOOK", False)
+    kis_custtype: str = _setting("KIS_CUSTTYPE", "P", _one_of("P", "B"))  # kis.md §2
+    kis_watchdog: float = _setting("KIS_WATCHDOG", 60.0, _between(1, 3600))  # kis.md §8.3
     # Seconds between registration frames; None: 0.05 real, 0.5 paper (kis.md §7).
-    kis_register_interval: float | None = _setting(
-        "KIS_REGISTER_INTERVAL", None, _parse_float(0, 10)
+    kis_register_interval: float | None = _setting("KIS_REGISTER_INTERVAL", None, _between(0, 10))
+    fmp_api_key: Secret | None = _setting("FMP_API_KEY", None)
+    fmp_ws_url: str = _setting("FMP_WS_URL", "wss://websockets.financialmodelingprep.com", _url)
+    fmp_rest_url: str = _setting(
+        "FMP_REST_URL", "https://financialmodelingprep.com", _url, converter=_trim_http
     )
-    fmp_api_key: Secret | None = _setting("FMP_API_KEY", None, Secret)
-    fmp_ws_url: str = _setting(
-        "FMP_WS_URL", "wss://websockets.financialmodelingprep.com", _parse_url
-    )
-    fmp_rest_url: str = _setting("FMP_REST_URL", "https://financialmodelingprep.com", _parse_url)
-    fmp_max_subscriptions: int = _setting("FMP_MAX_SUBSCRIPTIONS", 500, _parse_int(1, 100_000))
+    fmp_max_subscriptions: int = _setting("FMP_MAX_SUBSCRIPTIONS", 500, _between(1, 100_000))
     fmp_ca_bundle: str | None = _setting("FMP_CA_BUNDLE", None)
     # Seconds without any FMP frame (heartbeats included) before reconnecting (fmp.md §5, §8.4).
-    fmp_watchdog: float = _setting("FMP_WATCHDOG", 90.0, _parse_float(5, 3600))
+    fmp_watchdog: float = _setting("FMP_WATCHDOG", 90.0, _between(5, 3600))
 
     @property
     def kis_ws_endpoint(self) -> str:
@@ -210,9 +204,14 @@ class Config:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, dotenv: str | Path | None = ".env"
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        dotenv: str | Path | None = ".env",
+        flags: Mapping[str, str] = {},
     ) -> Config:
-        """Read the settings from ``environ`` (default ``os.environ``) and a ``.env`` file.
+        """Read the settings from ``environ`` (default ``os.environ``) and a ``.env`` file,
+        with command-line ``flags`` (setting name → text) on top.
 
         Raises:
             ConfigError: an unknown ``TRIO_STOCK_*`` variable or a malformed value.
@@ -221,26 +220,37 @@ class Config:
         if dotenv is not None and Path(dotenv).is_file():
             merged.update(read_dotenv(Path(dotenv)))
         merged.update(os.environ if environ is None else environ)
-        return cls.from_mapping(merged)
+        return cls.from_mapping(merged, flags=flags)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, str]) -> Config:
-        """Parse settings from a mapping of environment variable names to text."""
-        known = {f.metadata["env"]: f for f in attrs.fields(cls)}
+    def from_mapping(cls, values: Mapping[str, str], *, flags: Mapping[str, str] = {}) -> Config:
+        """Parse settings from environment variable names to text, then ``flags`` on top.
+
+        ``flags`` maps setting names to the text given on the command line; an error names
+        the flag (``--port``) for those and the variable (``TRIO_STOCK_PORT``) otherwise,
+        with the same words.
+
+        Raises:
+            ConfigError: unknown ``TRIO_STOCK_*`` variables, or malformed values (all of
+                them, one per line).
+        """
+        fields = {f.name: f for f in attrs.fields(cls)}
+        known = {f.metadata["env"]: f for f in fields.values()}
         unknown = sorted(k for k in values if k.startswith("TRIO_STOCK_") and k not in known)
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-        kwargs: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        sources: dict[str, str] = {}
         for env, field in known.items():
             text = values.get(env)
-            if text is None or (text == "" and field.default is None):
-                continue
-            try:
-                kwargs[field.name] = field.metadata["parse"](text)
-            except ValueError as exc:
-                shown = "***" if field.metadata["parse"] is Secret else repr(text)
-                raise ConfigError(f"{env}={shown}: {exc}") from None
-        return cls(**kwargs)
+            if text is not None and not (text == "" and field.default is None):
+                texts[field.name], sources[field.name] = text, env
+        for name, text in flags.items():
+            texts[name], sources[name] = text, "--" + name.replace("_", "-")
+        try:
+            return _settings.structure(texts, cls)
+        except cattrs.ClassValidationError as exc:
+            raise ConfigError(_describe(exc, texts, sources, fields)) from None
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied (command-line flags use this)."""
@@ -249,6 +259,89 @@ class Config:
     def env_name(self, field_name: str) -> str:
         """The environment variable of a setting (for messages and --help)."""
         return str(attrs.fields_dict(type(self))[field_name].metadata["env"])
+
+
+attrs.resolve_types(Config)  # real types on the fields, for cattrs and --help
+
+
+def is_secret(field: attrs.Attribute[Any]) -> bool:
+    """True for a setting that holds a secret (no flag, never shown)."""
+    return field.type is Secret or Secret in typing.get_args(field.type)
+
+
+# ---- text to values: the converter's hooks -----------------------------------------------
+
+_settings = converter.copy()  # the shared converter, taught to read settings from text
+
+
+def _whole_number(text: str, _: type) -> int:
+    text = text.strip().replace("_", "")
+    if not re.fullmatch(r"-?[0-9]{1,20}", text):
+        raise SettingError("must be a whole number")
+    return int(text)
+
+
+def _number(text: str, _: type) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingError("must be a number") from None
+    if not math.isfinite(value):
+        raise SettingError("must be a finite number")
+    return value
+
+
+def _flag(text: str, _: type) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingError("must be true or false")
+
+
+def _choice(text: str, kind: type[enum.Enum]) -> enum.Enum:
+    for member in kind:
+        if member.value == text.strip().lower():
+            return member
+    raise SettingError(f"must be one of {', '.join(m.value for m in kind)}")
+
+
+def _comma_list(text: str, _: type) -> tuple[str, ...]:
+    """A comma-separated list; blanks around items are dropped."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+_settings.register_structure_hook(int, _whole_number)
+_settings.register_structure_hook(float, _number)
+_settings.register_structure_hook(bool, _flag)
+_settings.register_structure_hook_func(
+    lambda kind: isinstance(kind, type) and issubclass(kind, enum.Enum), _choice
+)
+_settings.register_structure_hook(Secret, lambda text, _: Secret(text))
+_settings.register_structure_hook_func(lambda kind: kind == tuple[str, ...], _comma_list)
+
+
+def _describe(
+    error: cattrs.ClassValidationError,
+    texts: Mapping[str, str],
+    sources: Mapping[str, str],
+    fields: Mapping[str, attrs.Attribute[Any]],
+) -> str:
+    """One line per bad setting: where it came from, the text given, what was expected."""
+    lines = []
+    for problem in error.exceptions:
+        name = next(
+            (n.name for n in getattr(problem, "__notes__", ()) if isinstance(n, AttributeNote)),
+            None,
+        )
+        if name is None and isinstance(problem, SettingError):
+            name = problem.name  # raised by a validator, after structuring
+        source = sources.get(name or "", "a setting")
+        secret = name is not None and is_secret(fields[name])
+        shown = "***" if secret else repr(texts.get(name or "", ""))
+        lines.append(f"{source}={shown}: {problem}")
+    return "\n".join(lines)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
