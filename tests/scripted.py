@@ -17,8 +17,8 @@ import collections
 
 import trio
 
-from trio_stock.hub.results import FailureReason
 from trio_stock.model import Market, Tick, TickKind
+from trio_stock.results import FailureReason
 from trio_stock.upstream.contract import (
     Command,
     ProviderState,

@@ -31,6 +31,7 @@ from trio_stock.hub import FailureReason, Hub, Policy
 from trio_stock.hub.subscriber import Subscriber
 from trio_stock.model import Market, SymbolState, Tick, TickKind, merge
 from trio_stock.upstream.backoff import Backoff
+from trio_stock.upstream.bounds import TIME_MAX_NS, TIME_MIN_NS, tick_problem
 from trio_stock.upstream.contract import ProviderState
 from trio_stock.upstream.fmp import MAX_REST_BODY, FmpProvider, tls_context
 from trio_stock.upstream.fmp_wire import (
@@ -45,7 +46,6 @@ from trio_stock.upstream.fmp_wire import (
     provider_time_ns,
     ticker_frames,
 )
-from trio_stock.upstream.session import TIME_MAX_NS, TIME_MIN_NS, tick_problem
 from trio_stock.wsserver import frame_payload
 
 from .conftest import EPOCH_NS

@@ -19,19 +19,20 @@ from trio_stock.config import Config, Secret
 from trio_stock.hub import FailureReason, Hub, Policy
 from trio_stock.model import TickKind
 from trio_stock.upstream.backoff import Backoff
+from trio_stock.upstream.bounds import TIME_MAX_NS, TIME_MIN_NS
 from trio_stock.upstream.contract import ProviderState
-from trio_stock.upstream.kis import (
+from trio_stock.upstream.kis import KisProvider
+from trio_stock.upstream.kis_wire import (
     MAX_CONTROL_TEXT,
     Control,
     DataFrame,
-    KisProvider,
     kst_ns,
     parse_frame,
     parse_orderbook,
     parse_trade,
     registration,
 )
-from trio_stock.upstream.session import QUOTA_PROBE_AFTER, TIME_MAX_NS, TIME_MIN_NS
+from trio_stock.upstream.session import QUOTA_PROBE_AFTER
 
 from .conftest import EPOCH_NS
 from .fakes.fake_kis import (

@@ -26,15 +26,14 @@ from trio_stock.errors import AuthFailed
 from trio_stock.hub import FailureReason, Hub, Policy
 from trio_stock.model import Market, Tick, TickKind
 from trio_stock.upstream.backoff import Backoff
+from trio_stock.upstream.bounds import TIME_MAX_NS, tick_problem
 from trio_stock.upstream.contract import ProviderState
 from trio_stock.upstream.session import (
     HANDLER_WARNING_INTERVAL,
     QUOTA_PROBE_AFTER,
-    TIME_MAX_NS,
     MalformedFrame,
     SessionRefused,
     WebSocketProvider,
-    tick_problem,
 )
 from trio_stock.upstream.wsclient import ClientWebSocket
 

@@ -36,9 +36,10 @@ from trio_stock.config import Secret
 from trio_stock.endpoints.prices import encode_price_update
 from trio_stock.endpoints.stock import encode_stock_price
 from trio_stock.errors import UpstreamError
-from trio_stock.hub.results import FailureReason
 from trio_stock.model import Market, SymbolState, Tick, TickKind, merge
-from trio_stock.upstream import session
+from trio_stock.results import FailureReason
+from trio_stock.upstream import bounds
+from trio_stock.upstream.bounds import tick_problem
 from trio_stock.upstream.contract import Command, Subscribe
 from trio_stock.upstream.fmp import FmpProvider
 from trio_stock.upstream.fmp_wire import (
@@ -48,16 +49,15 @@ from trio_stock.upstream.fmp_wire import (
     parse_data,
     parse_quotes,
 )
-from trio_stock.upstream.kis import (
+from trio_stock.upstream.kis import KisProvider
+from trio_stock.upstream.kis_wire import (
     ORDERBOOK_FIELDS,
     TRADE_FIELDS,
     DataFrame,
-    KisProvider,
     parse_frame,
     parse_orderbook,
     parse_trade,
 )
-from trio_stock.upstream.session import tick_problem
 from trio_stock.wsserver import frame_payload
 
 from .conftest import EPOCH_NS
@@ -482,6 +482,6 @@ def test_tick_problems_fast_path_agrees_with_the_reasons(t: int, values: list[An
     numbers = dict(zip(TICK_NUMBERS, values, strict=True))
     tick = Tick("AAPL", TickKind.TRADE, int(t), RECEIVED_NS, **numbers)
     problem = tick_problem(tick)
-    assert (problem is None) == (session._problem(tick) is None), problem
+    assert (problem is None) == (bounds._problem(tick) is None), problem
     if problem is None:
         check_ticks([tick], Market.US)

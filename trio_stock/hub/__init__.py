@@ -1,5 +1,6 @@
 """The memory-channel pub/sub hub: quotas, linger, backpressure, cancellation-safe fan-out."""
 
+from ..results import Failure, FailureReason, SubscribeResult
 from .hub import (
     DEFAULT_ACK_TIMEOUT,
     DEFAULT_LINGER,
@@ -7,7 +8,6 @@ from .hub import (
     HubStatistics,
     UpstreamUsage,
 )
-from .results import Failure, FailureReason, SubscribeResult
 from .subscriber import (
     DEFAULT_LOSSLESS_CAPACITY,
     DEFAULT_MAX_BACKLOG,

@@ -42,6 +42,7 @@ import trio
 from ..clock import WallClock
 from ..errors import InvalidSymbol
 from ..model import Market, SymbolState, Tick, merge
+from ..results import Failure, FailureReason, SubscribeResult
 from ..symbols import normalize_symbol
 from ..upstream.contract import (
     COMMAND_BUFFER_MIN,
@@ -52,7 +53,6 @@ from ..upstream.contract import (
     Subscribe,
     Unsubscribe,
 )
-from .results import Failure, FailureReason, SubscribeResult
 from .subscriber import (
     DEFAULT_LOSSLESS_CAPACITY,
     DEFAULT_MAX_BACKLOG,

@@ -43,7 +43,7 @@ import trio
 
 from ..errors import SubscriberTooSlow
 from ..model import Market, SymbolState
-from .results import Failure
+from ..results import Failure
 
 if TYPE_CHECKING:
     from .hub import Hub

@@ -40,8 +40,8 @@ from typing import Protocol
 import attrs
 import trio
 
-from ..hub.results import FailureReason
 from ..model import Market, Tick
+from ..results import FailureReason
 
 COMMAND_BUFFER_PER_SLOT = 4  # room for a subscribe/unsubscribe churn cycle per quota slot
 COMMAND_BUFFER_MIN = 64

@@ -67,8 +67,8 @@ import trio
 
 from ..config import Config, Secret
 from ..errors import AuthFailed, ConfigError, UpstreamError
-from ..hub.results import FailureReason
 from ..model import Market, Tick, TickKind
+from ..results import FailureReason
 from .backoff import Backoff
 from .contract import UpstreamLink
 from .fmp_wire import (

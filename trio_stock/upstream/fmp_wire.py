@@ -40,12 +40,13 @@ import attrs
 import orjson
 
 from ..model import Tick, TickKind
-from .session import (
+from .bounds import (
     CHANGE_RATE_MAX,
     NS_PER_S,
     PRICE_MAX,
     PRICE_MIN,
     SIZE_MAX,
+    bounded,
     in_time_window,
 )
 
@@ -364,30 +365,27 @@ def _symbol(value: object) -> str | None:
     return symbol
 
 
-def _number(value: object) -> float | None:
-    """A finite JSON number (bools are not numbers here)."""
+def _number(value: object, low: float = -math.inf, high: float = math.inf) -> float | None:
+    """A finite JSON number within ``low..high`` (bools are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
         number = float(value)
     except OverflowError:  # an int beyond a float's range (not from orjson: 64 bits)
         return None
-    return number if math.isfinite(number) else None
+    return bounded(number, low, high)
 
 
 def _price(value: object) -> float | None:
-    number = _number(value)
-    return number if number is not None and PRICE_MIN <= number <= PRICE_MAX else None
+    return _number(value, PRICE_MIN, PRICE_MAX)
 
 
 def _size(value: object) -> float | None:
-    number = _number(value)
-    return number if number is not None and 0 <= number <= SIZE_MAX else None
+    return _number(value, 0.0, SIZE_MAX)
 
 
 def _bounded(value: object, bound: float) -> float | None:
-    number = _number(value)
-    return number if number is not None and -bound <= number <= bound else None
+    return _number(value, -bound, bound)
 
 
 def _words(text: str) -> set[str]:

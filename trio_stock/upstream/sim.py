@@ -17,8 +17,8 @@ import zlib
 import attrs
 import trio
 
-from ..hub.results import FailureReason
 from ..model import Market, Tick, TickKind
+from ..results import FailureReason
 from .contract import (
     ProviderState,
     ProviderStatistics,
