@@ -22,7 +22,8 @@ from ..hub import Failure, SubscribeResult
 from ..model import Market, SymbolState
 from ..symbols import normalize_symbol
 from ..wsserver import text_frame
-from .protocol import ClientContext, Handler, Payload, changed_symbols, symbol_list
+from .protocol import ClientContext, Handler, Payload, changed_symbols, takes
+from .requests import SymbolsRequest
 
 GREETING = "Connected to real-time price stream"
 
@@ -40,13 +41,10 @@ def _failure_text(result: SubscribeResult) -> str:
     return "Could not subscribe: " + _describe(result.failed)
 
 
-async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
-    symbols = symbol_list(message, "symbols", ctx.subscriber.max_symbols)
-    if isinstance(symbols, str):
-        await ctx.reply({"type": "error", "message": symbols})
-        return
+@takes(SymbolsRequest)
+async def subscribe(ctx: ClientContext, request: SymbolsRequest) -> None:
     held_before = ctx.subscriber.symbols
-    result = await ctx.hub.subscribe(ctx.subscriber, symbols)
+    result = await ctx.hub.subscribe(ctx.subscriber, request.symbols)
     reply: Payload = {
         "type": "subscription",
         "action": "subscribed",
@@ -60,12 +58,9 @@ async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
         await ctx.reply({"type": "error", "message": _failure_text(result)})
 
 
-async def unsubscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
-    symbols = symbol_list(message, "symbols", ctx.subscriber.max_symbols)
-    if isinstance(symbols, str):
-        await ctx.reply({"type": "error", "message": symbols})
-        return
-    released = ctx.hub.unsubscribe(ctx.subscriber, symbols)
+@takes(SymbolsRequest)
+async def unsubscribe(ctx: ClientContext, request: SymbolsRequest) -> None:
+    released = ctx.hub.unsubscribe(ctx.subscriber, request.symbols)
     await ctx.reply(
         {
             "type": "subscription",
@@ -74,7 +69,7 @@ async def unsubscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
             "subscribed_total": len(ctx.subscriber.symbols),
         }
     )
-    invalid = [s for s in symbols if not _valid(s)]
+    invalid = [s for s in request.symbols if not _valid(s)]
     if invalid:
         await ctx.reply({"type": "error", "message": f"Invalid symbols: {', '.join(invalid)}"})
 

@@ -6,11 +6,13 @@ calls and replies. :mod:`trio_stock.endpoints.client` moves the bytes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..hub import Failure, Hub, Subscriber, SubscribeResult
 from ..model import Market, SymbolState
+from .requests import InvalidRequest, R, structure_request
 
 Payload = dict[str, Any]
 
@@ -58,13 +60,26 @@ def changed_symbols(result: SubscribeResult, held_before: frozenset[str]) -> lis
     return [s for s in result.accepted if s not in held_before]
 
 
-def symbol_list(message: Mapping[str, Any], key: str, max_items: int) -> list[str] | str:
-    """The list of strings under ``key``, or an error text for the client."""
-    value = message.get(key)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        return f"'{key}' must be a list of strings"
-    if not value:
-        return f"'{key}' must not be empty"
-    if len(value) > max_items:
-        return f"'{key}' may hold at most {max_items} entries"
-    return value
+def takes(
+    request_type: type[R],
+) -> Callable[[Callable[[ClientContext, R], Awaitable[None]]], Handler]:
+    """Make a handler of ``request_type`` (:mod:`.requests`) a handler of client messages.
+
+    The message is structured into a ``request_type`` first, bounded by the client's own
+    ``max_symbols``; one that cannot be gets an ``error`` with the converter's text, and the
+    handler is not called.
+    """
+
+    def decorate(handle: Callable[[ClientContext, R], Awaitable[None]]) -> Handler:
+        @functools.wraps(handle)
+        async def handler(ctx: ClientContext, message: Mapping[str, Any]) -> None:
+            try:
+                request = structure_request(message, request_type, ctx.subscriber.max_symbols)
+            except InvalidRequest as exc:
+                await ctx.reply({"type": "error", "message": str(exc)})
+                return
+            await handle(ctx, request)
+
+        return handler
+
+    return decorate

@@ -22,7 +22,8 @@ from ..hub import Failure, FailureReason, SubscribeResult
 from ..model import Market, SymbolState, TickKind
 from ..symbols import is_korean_code
 from ..wsserver import text_frame
-from .protocol import ClientContext, Handler, Payload, symbol_list
+from .protocol import ClientContext, Handler, Payload, takes
+from .requests import CodesRequest
 
 KST = timezone(timedelta(hours=9))
 GREETING = "실시간 주가 스트림에 연결되었습니다."
@@ -37,7 +38,7 @@ def _korean_quota(ctx: ClientContext) -> int:
     return 0 if provider is None else provider.quota
 
 
-def _split_codes(codes: list[str]) -> tuple[list[str], list[str]]:
+def _split_codes(codes: Sequence[str]) -> tuple[list[str], list[str]]:
     valid = [c.strip() for c in codes if is_korean_code(c)]
     invalid = [c for c in codes if not is_korean_code(c)]
     return valid, invalid
@@ -51,26 +52,17 @@ def _error_text(ctx: ClientContext, result: SubscribeResult) -> str | None:
     return "; ".join(f"{f.symbol}: {f.detail or f.reason.value}" for f in result.failed)
 
 
-async def _codes(
-    ctx: ClientContext, message: Mapping[str, Any]
-) -> tuple[list[str], list[str]] | None:
-    """The request's valid and invalid codes, after answering what is wrong with them;
-    None when ``codes`` itself is unusable (an ``error`` was sent)."""
-    codes = symbol_list(message, "codes", ctx.subscriber.max_symbols)
-    if isinstance(codes, str):
-        await ctx.reply({"type": "error", "message": codes})
-        return None
-    valid, invalid = _split_codes(codes)
+async def _warn_invalid(ctx: ClientContext, request: CodesRequest) -> tuple[list[str], list[str]]:
+    """The request's valid and invalid codes, after warning about the invalid ones."""
+    valid, invalid = _split_codes(request.codes)
     if invalid:
         await ctx.reply({"type": "warning", "message": INVALID_CODES.format(codes=invalid)})
     return valid, invalid
 
 
-async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
-    codes = await _codes(ctx, message)
-    if codes is None:
-        return
-    valid, invalid = codes
+@takes(CodesRequest)
+async def subscribe(ctx: ClientContext, request: CodesRequest) -> None:
+    valid, invalid = await _warn_invalid(ctx, request)
     result = await ctx.hub.subscribe(ctx.subscriber, valid)
     failed = [f.symbol for f in result.failed] + invalid
     error = _error_text(ctx, result)
@@ -88,11 +80,9 @@ async def subscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
     )
 
 
-async def unsubscribe(ctx: ClientContext, message: Mapping[str, Any]) -> None:
-    codes = await _codes(ctx, message)
-    if codes is None:
-        return
-    valid, invalid = codes
+@takes(CodesRequest)
+async def unsubscribe(ctx: ClientContext, request: CodesRequest) -> None:
+    valid, invalid = await _warn_invalid(ctx, request)
     released = ctx.hub.unsubscribe(ctx.subscriber, valid)
     await ctx.reply(
         {
