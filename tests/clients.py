@@ -14,7 +14,8 @@ import trio_websocket
 from trio_stock import Config, Hub
 from trio_stock.access import build_verifier
 from trio_stock.endpoints.client import ClientLimits
-from trio_stock.server import ServerState, client_limits, handle_connection
+from trio_stock.server import handle_connection
+from trio_stock.state import ServerState, client_limits
 
 Message = dict[str, Any]
 

@@ -25,9 +25,9 @@ from trio_stock import Config, Gateway
 from trio_stock.endpoints import rest
 from trio_stock.endpoints.prices import PricesProtocol
 from trio_stock.endpoints.protocol import ClientContext
-from trio_stock.http import Response
 from trio_stock.limits import Admission, AdmissionLimits
-from trio_stock.server import ServerState
+from trio_stock.state import ServerState
+from trio_stock.transport.http import Response
 
 from .clients import memory_server, real_websocket, recv, send
 

@@ -30,6 +30,7 @@ from trio_stock.errors import ConfigError
 from trio_stock.hub import FailureReason, Hub, Policy
 from trio_stock.hub.subscriber import Subscriber
 from trio_stock.model import Market, SymbolState, Tick, TickKind, merge
+from trio_stock.transport.wsserver import frame_payload
 from trio_stock.upstream.backoff import Backoff
 from trio_stock.upstream.bounds import TIME_MAX_NS, TIME_MIN_NS, tick_problem
 from trio_stock.upstream.contract import ProviderState
@@ -46,7 +47,6 @@ from trio_stock.upstream.fmp_wire import (
     provider_time_ns,
     ticker_frames,
 )
-from trio_stock.wsserver import frame_payload
 
 from .conftest import EPOCH_NS
 from .fakes.fake_fmp import (

@@ -47,7 +47,8 @@ from trio_stock import Config, Hub
 from trio_stock.endpoints.client import ClientLimits, ClientSession
 from trio_stock.gateway import build_hub
 from trio_stock.model import Market
-from trio_stock.server import ServerState, client_limits, handle_connection
+from trio_stock.server import handle_connection
+from trio_stock.state import ServerState, client_limits
 
 Message = dict[str, Any]
 

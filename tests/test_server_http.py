@@ -14,7 +14,7 @@ import trio_websocket
 import trio_stock
 from trio_stock import Config, Gateway, Secret
 from trio_stock.config import KrProvider, UsProvider
-from trio_stock.http import MAX_BODY_BYTES
+from trio_stock.transport.http import MAX_BODY_BYTES
 
 from .clients import memory_server, real_websocket, recv, recv_type, send
 

@@ -14,7 +14,7 @@ from trio_stock.endpoints.client import ClientLimits
 from trio_stock.hub import DEFAULT_MAX_BACKLOG, Policy
 from trio_stock.model import Tick, TickKind
 from trio_stock.server import CLOSE_GRACE
-from trio_stock.wsserver import WebSocketLimits
+from trio_stock.transport.wsserver import WebSocketLimits
 
 from .clients import memory_server, recv, recv_type, send
 

@@ -38,6 +38,7 @@ from trio_stock.endpoints.stock import encode_stock_price
 from trio_stock.errors import UpstreamError
 from trio_stock.model import Market, SymbolState, Tick, TickKind, merge
 from trio_stock.results import FailureReason
+from trio_stock.transport.wsserver import frame_payload
 from trio_stock.upstream import bounds
 from trio_stock.upstream.bounds import tick_problem
 from trio_stock.upstream.contract import Command, Subscribe
@@ -58,7 +59,6 @@ from trio_stock.upstream.kis_wire import (
     parse_orderbook,
     parse_trade,
 )
-from trio_stock.wsserver import frame_payload
 
 from .conftest import EPOCH_NS
 from .fakes.fake_fmp import quote_frame, trade_frame

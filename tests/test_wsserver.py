@@ -13,7 +13,7 @@ import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from trio_stock.wsserver import (
+from trio_stock.transport.wsserver import (
     ConnectionClosed,
     ServerWebSocket,
     WebSocketLimits,

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .auth import ANONYMOUS, Grant, InvalidToken, TokenVerifier
 from .config import AuthMode, Config
 from .errors import ConfigError
-from .http import Request, RequestError
+from .transport.http import Request, RequestError
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 TOKEN_PARAMETER = "access_token"  # RFC 6750 §2.3

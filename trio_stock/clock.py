@@ -7,9 +7,12 @@ then derives epoch time from Trio's, which keeps tests on ``MockClock`` determin
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import trio
+
+KST = dt.timezone(dt.timedelta(hours=9), "KST")  # Korea: UTC+9 all year (no daylight saving)
 
 
 class WallClock:

@@ -16,28 +16,26 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import importlib.resources
-import itertools
 import logging
 import ssl
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
 import trio
 
-from .access import AccessPolicy, build_verifier
-from .auth import ANONYMOUS, Grant, TokenVerifier
+from .access import build_verifier
+from .auth import ANONYMOUS, Grant
 from .config import Config
 from .endpoints import metrics, rest
 from .endpoints.client import CLOSE_GOING_AWAY, CLOSE_INTERNAL, ClientLimits, ClientSession
-from .endpoints.keepalive import KeepAlive
 from .endpoints.prices import PricesProtocol
 from .endpoints.protocol import ClientProtocol
 from .endpoints.stock import StockProtocol
 from .errors import ConfigError
-from .http import (
+from .hub import Hub
+from .state import ServerState, client_limits
+from .transport.http import (
     HEAD_TIMEOUT,
     HttpConnection,
     PeerStalled,
@@ -46,101 +44,17 @@ from .http import (
     Response,
     error_response,
 )
-from .hub import Hub, Policy
-from .limits import Admission, AdmissionLimits
-from .wsserver import ServerWebSocket, handshake_response
+from .transport.wsserver import ServerWebSocket, handshake_response
 
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE = 2.0  # seconds a closing handshake may take at shutdown
 TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take to finish the TLS handshake
-REST_HOLD_LIMIT = 10_000  # server-held (REST) symbols; the provider quotas bind long before
 PROTOCOLS: dict[str, ClientProtocol] = {
     "/ws/stock/": StockProtocol(),
     "/ws/stock": StockProtocol(),
     "/api/v2/realtime/ws/prices": PricesProtocol(),
 }
-STATIC_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-}
-
-
-def load_static_files() -> dict[str, Response]:
-    """The dashboard's files, read once: requests look names up here and never build a path."""
-    files: dict[str, Response] = {}
-    for entry in (importlib.resources.files("trio_stock") / "static").iterdir():
-        suffix = entry.name[entry.name.rfind(".") :]
-        if entry.is_file() and suffix in STATIC_TYPES:
-            files[entry.name] = Response(200, entry.read_bytes(), STATIC_TYPES[suffix])
-    return files
-
-
-class ServerState:
-    """What every connection of one listener shares."""
-
-    def __init__(
-        self,
-        hub: Hub,
-        config: Config,
-        limits: ClientLimits,
-        *,
-        verifier: TokenVerifier | None = None,
-        scheme: str = "http",
-    ) -> None:
-        self.hub = hub
-        self.config = config
-        self.limits = limits
-        self.access = AccessPolicy(config, verifier, lambda: hub.clock.now_ns() / 1e9, scheme)
-        self.rest_holds = hub.subscriber(Policy.DISCARD, name="rest", max_symbols=REST_HOLD_LIMIT)
-        self.admission = Admission(
-            AdmissionLimits(
-                max_connections=config.max_clients,
-                max_per_ip=config.max_connections_per_ip,
-                rate_per_ip=config.connect_rate_per_ip,
-            )
-        )
-        self.clients_by_protocol: Counter[str] = Counter()
-        self.connection_errors: Counter[str] = Counter()  # by kind: "http", "websocket", "tls"
-        self.keep_alive = KeepAlive(limits.ping_interval, limits.ping_timeout)
-        self.static_files = load_static_files()
-        self._connection_ids = itertools.count(1)
-
-    @property
-    def connections(self) -> int:
-        """Open TCP connections."""
-        return self.admission.open
-
-    @property
-    def websocket_clients(self) -> int:
-        """Connected WebSocket clients across both protocols."""
-        return sum(self.clients_by_protocol.values())
-
-    def next_connection_id(self) -> int:
-        return next(self._connection_ids)
-
-    def connection_failed(self, connection_id: int, kind: str, error: BaseException) -> None:
-        """The error boundary's report: counted by kind, a summary line and its traceback."""
-        self.connection_errors[kind] += 1
-        log.warning("connection %d (%s) failed: %s", connection_id, kind, _summary(error))
-        log.debug("connection %d (%s) traceback", connection_id, kind, exc_info=error)
-
-
-def _summary(error: BaseException) -> str:
-    leaves = [error]
-    while isinstance(leaves[0], BaseExceptionGroup):
-        leaves = list(leaves[0].exceptions)
-    first = leaves[0]
-    text = f"{type(first).__name__}: {str(first)[:200]}"
-    return text if len(leaves) == 1 else f"{text} (and {len(leaves) - 1} more)"
-
-
-def client_limits(config: Config) -> ClientLimits:
-    """Per-client limits from the configuration."""
-    return ClientLimits(ping_interval=config.ping_interval, ping_timeout=config.ping_timeout)
 
 
 class ListenError(OSError):

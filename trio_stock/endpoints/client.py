@@ -35,7 +35,7 @@ from ..hub import Failure, FailureReason, Hub, Policy, Subscriber
 from ..limits import TokenBucket
 from ..model import Market, SymbolState
 from ..symbols import normalize_symbol
-from ..wsserver import ConnectionClosed, ServerWebSocket, WebSocketLimits, text_frame
+from ..transport.wsserver import ConnectionClosed, ServerWebSocket, WebSocketLimits, text_frame
 from .protocol import ClientProtocol, Payload
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from ..hub import HubStatistics, UpstreamUsage
 from ..upstream.contract import ProviderStatistics
 
 if TYPE_CHECKING:
-    from ..server import ServerState
+    from ..state import ServerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -21,7 +21,7 @@ from ..errors import InvalidSymbol
 from ..hub import Failure, SubscribeResult
 from ..model import Market, SymbolState
 from ..symbols import normalize_symbol
-from ..wsserver import text_frame
+from ..transport.wsserver import text_frame
 from .protocol import ClientContext, Handler, Payload, changed_symbols, takes
 from .requests import SymbolsRequest
 

@@ -17,9 +17,9 @@ import attrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from ..converter import converter
-from ..http import Response
 from ..hub import Failure
 from ..model import Market
+from ..transport.http import Response
 from ..upstream.contract import ProviderStatistics
 
 

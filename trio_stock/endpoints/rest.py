@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..auth import ANONYMOUS, Grant
-from ..http import Request, Response
 from ..hub import FailureReason
 from ..symbols import normalize_symbol
+from ..transport.http import Request, Response
 from ..upstream.contract import ProviderState, ProviderStatistics
 from .prices import state_fields
 from .requests import InvalidRequest, SymbolsBody, structure_body
@@ -36,7 +36,7 @@ from .responses import (
 )
 
 if TYPE_CHECKING:
-    from ..server import ServerState
+    from ..state import ServerState
 
 PREFIX = "/api/v2/realtime"
 DEFAULT_CACHE_LIMIT = 50

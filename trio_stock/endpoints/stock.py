@@ -13,19 +13,19 @@ request still subscribe.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from ..clock import KST
 from ..hub import Failure, FailureReason, SubscribeResult
 from ..model import Market, SymbolState, TickKind
 from ..symbols import is_korean_code
-from ..wsserver import text_frame
+from ..transport.wsserver import text_frame
 from .protocol import ClientContext, Handler, Payload, takes
 from .requests import CodesRequest
 
-KST = timezone(timedelta(hours=9))
 GREETING = "실시간 주가 스트림에 연결되었습니다."
 INVALID_CODES = "유효하지 않은 종목 코드: {codes!r}"  # seed 000, "경고 메시지 (warning)"
 QUOTA_FAILED = "{limit}개 종목 구독 실패"  # seed 000, "40개 초과 시" (with the configured limit)

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 import httpx
 
+from ..clock import KST
 from ..config import KIS_SESSION_LIMIT, Config, Secret
 from ..errors import AuthFailed, ConfigError, UpstreamError
 from ..model import Market
@@ -29,7 +30,6 @@ from ..results import FailureReason
 from .kis_wire import (
     APPKEY_IN_USE,
     APPROVAL_NOT_FOUND,
-    KST,
     MAX_SUBSCRIBE_OVER,
     NOT_SUBSCRIBED,
     ORDERBOOK,

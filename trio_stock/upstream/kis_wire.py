@@ -46,6 +46,7 @@ from collections.abc import Sequence
 import attrs
 import orjson
 
+from ..clock import KST
 from ..config import Secret
 from ..model import Tick, TickKind
 from .bounds import CHANGE_RATE_MAX, PRICE_MAX, PRICE_MIN, SIZE_MAX, bounded, in_time_window
@@ -59,7 +60,6 @@ MAX_COUNT_DIGITS = 4  # the NNN field: 3 digits observed (§5); it is seed 000's
 MAX_TR_ID = 16  # TR ids are 8 characters (§6); a longer one is not a TR id
 MAX_CONTROL_TEXT = 200  # characters kept of each text of a control frame (logs, clients)
 MIN_YEAR, MAX_YEAR = 2000, 2099  # business dates outside are malformed (session.py window)
-KST = dt.timezone(dt.timedelta(hours=9), "KST")
 
 # msg_cd of the real-time server (§3.1).
 SUBSCRIBED = "OPSP0000"

@@ -37,7 +37,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ..errors import UpstreamError
-from ..wsmessage import MESSAGE_TOO_BIG, MessageAssembler, MessageTooBig
+from ..transport.wsmessage import MESSAGE_TOO_BIG, MessageAssembler, MessageTooBig
 
 RECEIVE_SIZE = 64 * 1024  # bytes per read: also the most one batch of messages can span
 ABNORMAL_CLOSURE = 1006

@@ -5,7 +5,7 @@ it), the time a client may take to send it (``HEAD_TIMEOUT``, against slow sende
 the body's size (``MAX_BODY_BYTES``, 413). Writing is bounded by ``WRITE_TIMEOUT``: a
 client that does not read its answer (a large ``/cache`` or ``/health``) loses the
 connection instead of holding it for ever (:class:`PeerStalled`). A WebSocket upgrade is
-not answered here: the caller answers it (:mod:`trio_stock.wsserver`) and takes the bytes
+not answered here: the caller answers it (:mod:`trio_stock.transport.wsserver`) and takes the bytes
 that followed the head with :meth:`HttpConnection.take_trailing_data`.
 """
 

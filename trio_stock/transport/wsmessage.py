@@ -2,7 +2,7 @@
 
 wsproto hands over a message as the fragments and partial frames it has parsed so far
 (``TextMessage``/``BytesMessage`` events with ``message_finished``); the server side
-(:mod:`trio_stock.wsserver`) and the upstream client (:mod:`trio_stock.upstream.wsclient`)
+(:mod:`trio_stock.transport.wsserver`) and the upstream client (:mod:`trio_stock.upstream.wsclient`)
 join them here, so a message larger than the limit is refused before it is held whole.
 """
 

@@ -39,7 +39,7 @@ import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from .limits import TokenBucket
+from ..limits import TokenBucket
 from .wsmessage import MESSAGE_TOO_BIG, MessageAssembler, MessageTooBig
 
 RECEIVE_SIZE = 16 * 1024  # bytes per read; requests are small, messages are size-limited
