@@ -13,6 +13,7 @@ Cancelling the listener closes every WebSocket client with 1001 within ``CLOSE_G
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import enum
 import functools
@@ -226,8 +227,12 @@ async def _upgrade(http: HttpConnection, request: Request, state: ServerState) -
         await http.send_error(RequestError(404, f"no WebSocket endpoint at {request.path[:200]}"))
         return None
     key = request.headers.get("sec-websocket-key")
-    if key is None or request.headers.get("sec-websocket-version") != "13":
+    if key is None or not _valid_key(key) or request.headers.get("sec-websocket-version") != "13":
         await http.send_error(RequestError(400, "not a valid WebSocket handshake (version 13)"))
+        return None
+    if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
+        # Bytes after the head would be read as frames: a body must not be smuggled in.
+        await http.send_error(RequestError(400, "a WebSocket upgrade request has no body"))
         return None
     with trio.move_on_after(HEAD_TIMEOUT):  # the handshake only, not the session
         await http.stream.send_all(handshake_response(key))
@@ -235,6 +240,16 @@ async def _upgrade(http: HttpConnection, request: Request, state: ServerState) -
         ws = ServerWebSocket(http.stream, received, limits=state.limits.websocket)
         return Upgraded(ws, protocol, state.access.token_of(request))
     return None  # the client did not take the handshake answer in time
+
+
+def _valid_key(key: str) -> bool:
+    """RFC 6455 §4.2.1: the key is 16 random bytes, base64-encoded (24 characters)."""
+    if len(key.strip()) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except ValueError:
+        return False
 
 
 async def _run_client(upgraded: Upgraded, state: ServerState, connection_id: int) -> None:
