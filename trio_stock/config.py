@@ -146,6 +146,8 @@ class Config:
         "TRIO_STOCK_SIM_TICKS_PER_SECOND", 2.0, _between(0.001, 10_000)
     )
     sim_seed: int = _setting("TRIO_STOCK_SIM_SEED", 0, _between(0, 2**63))
+    # Trade around the clock instead of in each exchange's hours (market_hours.py).
+    sim_always_open: bool = _setting("TRIO_STOCK_SIM_ALWAYS_OPEN", False)
     # None: anonymous on a loopback address, and a start error anywhere else (auth.py).
     auth: AuthMode | None = _setting("TRIO_STOCK_AUTH", None)
     jwt_secret: Secret | None = _setting("TRIO_STOCK_JWT_SECRET", None)
@@ -166,6 +168,7 @@ class Config:
         _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
         converter=str.upper,  # "debug" works too
     )
+    log_format: str = _setting("TRIO_STOCK_LOG_FORMAT", "text", _one_of("text", "json"))
     kis_app_key: Secret | None = _setting("KIS_APP_KEY", None)
     kis_app_secret: Secret | None = _setting("KIS_APP_SECRET", None)
     kis_env: str = _setting("KIS_ENV", "real", _one_of("real", "paper"))
