@@ -49,6 +49,7 @@ from ..upstream.contract import (
     COMMAND_BUFFER_PER_SLOT,
     Command,
     Provider,
+    ProviderState,
     ProviderStatistics,
     Subscribe,
     Unsubscribe,
@@ -70,6 +71,11 @@ log = logging.getLogger(__name__)
 DEFAULT_LINGER = 5.0  # seconds a symbol nobody holds stays registered upstream
 DEFAULT_ACK_TIMEOUT = 10.0  # seconds to wait for an upstream acknowledgement
 DEFAULT_MAX_SYMBOLS_PER_SUBSCRIBER = 200
+# A new symbol of a provider in one of these states fails at once as UNAVAILABLE, so the
+# healthy market's symbols of the same request are not held back by the ack timeout.
+# (Starting and connecting providers are waited for: the gateway's first clients come
+# before its upstream sessions are up.)
+FAIL_FAST_STATES = frozenset({ProviderState.BACKING_OFF, ProviderState.AUTH_FAILED})
 DEFAULT_CACHE_LIMIT = 10_000  # latest states kept for symbols nobody holds any more
 
 
@@ -472,6 +478,10 @@ class Hub:
         link = self._links.get(market)
         if link is None:
             return Failure(symbol, FailureReason.UNAVAILABLE, f"no provider for {market.value}")
+        state = link.provider.statistics().state
+        if state in FAIL_FAST_STATES:  # no answer can come soon: say so now, not at the timeout
+            detail = f"{link.name} is not connected ({state.value}); retry later"
+            return Failure(symbol, FailureReason.UNAVAILABLE, detail)
         quota = link.provider.quota
         if len(link.topics) >= quota:
             victim = next((t for t in self._lingering if t.link is link), None)
