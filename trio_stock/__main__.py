@@ -19,7 +19,7 @@ from typing import TypeVar, cast
 import attrs
 import trio
 
-from . import __version__
+from . import __version__, logs
 from .config import AuthMode, Config, is_secret
 from .errors import ConfigError
 from .gateway import Gateway, serve
@@ -127,9 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"trio_stock: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)
     code = 0
     try:
         trio.run(run, config)
@@ -139,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except* ListenError as group:  # only a real bind failure: anything else is a crash
         print(f"trio_stock: {_leaf(group).strerror}", file=sys.stderr)
         code = 1
+    except* KeyboardInterrupt:  # Ctrl-C before the signal handler is up: no traceback
+        code = 130
     return code
 
 

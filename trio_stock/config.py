@@ -12,6 +12,7 @@ config can be logged or shown in health without leaking a key.
 from __future__ import annotations
 
 import enum
+import io
 import math
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 
 import attrs
 import cattrs
+import dotenv
 from cattrs.errors import AttributeValidationNote as AttributeNote
 
 from .converter import converter
@@ -348,18 +350,22 @@ def _describe(
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a ``.env`` file: ``KEY=value`` lines, ``#`` comments, optional quotes/``export``."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
+    """The settings of a ``.env`` file, in the de-facto format python-dotenv reads.
+
+    Comments, ``export``, single and double quotes (with escapes in double quotes),
+    multi-line quoted values and inline ``# comments`` after a value work as users expect
+    from other tools; a line without ``=`` is an error naming the line.
+
+    Raises:
+        ConfigError: the file cannot be read, or a line is not ``KEY=value``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    values = dotenv.dotenv_values(stream=io.StringIO(text), interpolate=False)
+    for number, line in enumerate(text.splitlines(), 1):
+        bare = line.strip()
+        if bare and not bare.startswith("#") and "=" not in bare and bare in values:
             raise ConfigError(f"{path}:{number}: expected KEY=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+    return {key: value for key, value in values.items() if value is not None}

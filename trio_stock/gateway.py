@@ -36,12 +36,20 @@ def build_providers(config: Config) -> list[Provider]:
 
 
 def _korean_provider(config: Config) -> Provider:
+    if (config.kis_app_key is None) != (config.kis_app_secret is None):
+        missing = "KIS_APP_SECRET" if config.kis_app_secret is None else "KIS_APP_KEY"
+        raise ConfigError(
+            f"{missing} is missing: KIS needs KIS_APP_KEY and KIS_APP_SECRET together "
+            "(or neither, for the simulated Korean market)"
+        )
     choice = config.kr_provider
     if choice is KrProvider.AUTO:
         choice = KrProvider.KIS if config.kis_configured else KrProvider.SIM
     if choice is KrProvider.KIS:
         if not config.kis_configured:
-            raise ConfigError("the KIS provider needs KIS_APP_KEY and KIS_APP_SECRET")
+            raise ConfigError(
+                "--kr-provider kis needs KIS_APP_KEY and KIS_APP_SECRET (environment or .env)"
+            )
         from .upstream.kis import KisProvider
 
         return KisProvider.from_config(config)
@@ -59,7 +67,7 @@ def _us_provider(config: Config) -> Provider:
         choice = UsProvider.FMP if config.fmp_api_key is not None else UsProvider.SIM
     if choice is UsProvider.FMP:
         if config.fmp_api_key is None:
-            raise ConfigError("the FMP provider needs FMP_API_KEY")
+            raise ConfigError("--us-provider fmp needs FMP_API_KEY (environment or .env)")
         from .upstream.fmp import FmpProvider
 
         return FmpProvider.from_config(config)

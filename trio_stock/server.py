@@ -16,16 +16,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import enum
+import errno
 import functools
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
 import trio
 
-from .access import build_verifier
+from .access import build_verifier, redact
 from .auth import ANONYMOUS, Grant
 from .config import Config
 from .endpoints import metrics, rest
@@ -58,6 +60,13 @@ PROTOCOLS: dict[str, ClientProtocol] = {
 }
 
 
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there: stop it, or pick another --port",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address: check --host",
+    errno.EACCES: "ports below 1024 need privileges: pick a --port above 1023",
+}
+
+
 class ListenError(OSError):
     """The listening socket could not be opened (the kernel's reason is in ``strerror``)."""
 
@@ -80,7 +89,9 @@ async def serve_http(
         tcp = await trio.open_tcp_listeners(config.port, host=config.host)
     except OSError as exc:
         where = f"{config.host}:{config.port}"
-        raise ListenError(exc.errno, f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        text = f"cannot listen on {where}: {exc.strerror or exc}"
+        hint = _LISTEN_HINTS.get(exc.errno or 0)
+        raise ListenError(exc.errno, f"{text} ({hint})" if hint else text) from exc
     port = int(tcp[0].socket.getsockname()[1])
     listeners: list[trio.abc.Listener[Any]] = list(tcp)
     if tls is not None:
@@ -138,11 +149,12 @@ async def handle_connection(stream: trio.abc.Stream, *, state: ServerState) -> N
         return
     try:
         upgraded = None  # stays None when the boundary ends the connection
+        peer = _peer(stream)
         with _boundary(state, connection_id, "http"):
-            upgraded = await _serve_requests(HttpConnection(stream), state, connection_id)
+            upgraded = await _serve_requests(HttpConnection(stream), state, connection_id, peer)
         if upgraded is not None:  # the HTTP state is gone by now: a WebSocket keeps none of it
             with _boundary(state, connection_id, "websocket"):
-                await _run_client(upgraded, state, connection_id)
+                await _run_client(upgraded, state, connection_id, peer)
     finally:
         state.admission.release(ip)
 
@@ -169,6 +181,19 @@ async def _tls_handshake(stream: trio.SSLStream[Any]) -> bool:
     return False
 
 
+def _peer(stream: trio.abc.Stream) -> str:
+    """``ip:port`` of the client, for logs (``memory`` for in-memory streams)."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return "memory"
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "unknown"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def _peer_ip(stream: trio.abc.Stream) -> str | None:
     if isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
@@ -190,7 +215,7 @@ class Upgraded:
 
 
 async def _serve_requests(
-    http: HttpConnection, state: ServerState, connection_id: int
+    http: HttpConnection, state: ServerState, connection_id: int, peer: str
 ) -> Upgraded | None:
     """Answer requests until the connection ends or is upgraded (then return the WebSocket)."""
     first = True
@@ -209,6 +234,7 @@ async def _serve_requests(
             return None
         if request.is_websocket_upgrade:
             return await _upgrade(http, request, state)
+        started = time.perf_counter()
         try:
             response = await route(request, state)
         except Exception as exc:  # a bug of ours: this request gets a 500, the server lives
@@ -217,6 +243,7 @@ async def _serve_requests(
             await http.send_error(RequestError(500, detail))
             return None
         await http.send(response)
+        _log_request(connection_id, peer, request, response.status, started)
         if not http.keep_alive:
             return None
 
@@ -252,7 +279,9 @@ def _valid_key(key: str) -> bool:
         return False
 
 
-async def _run_client(upgraded: Upgraded, state: ServerState, connection_id: int) -> None:
+async def _run_client(
+    upgraded: Upgraded, state: ServerState, connection_id: int, peer: str
+) -> None:
     ws, protocol = upgraded.ws, upgraded.protocol
     name = f"{protocol.name}-{connection_id}"
     session = ClientSession(
@@ -261,6 +290,14 @@ async def _run_client(upgraded: Upgraded, state: ServerState, connection_id: int
     state.clients_by_protocol[protocol.name] += 1
     state.keep_alive.sessions.add(session)
     code, reason = CLOSE_GOING_AWAY, "server shutting down"
+    opened = time.perf_counter()
+    log.info(
+        "connection %d from %s: websocket %s opened",
+        connection_id,
+        peer,
+        protocol.name,
+        extra={"connection": connection_id, "peer": peer, "protocol": protocol.name},
+    )
     try:
         code, reason = await session.run()
     except* Exception as group:  # a bug of ours: close this client with 1011, nothing else
@@ -274,6 +311,67 @@ async def _run_client(upgraded: Upgraded, state: ServerState, connection_id: int
                 await trio.aclose_forcefully(ws.stream)
             else:
                 await ws.close(code, reason, grace=CLOSE_GRACE)
+        _log_closed(connection_id, peer, session, code, reason, opened)
+
+
+def _log_request(
+    connection_id: int, peer: str, request: Request, status: int, started: float
+) -> None:
+    """One line per REST request; a token in the query string is never written."""
+    query = redact(request.query)
+    target = request.path[:200] + (f"?{query[:200]}" if query else "")
+    milliseconds = (time.perf_counter() - started) * 1000
+    log.info(
+        "connection %d from %s: %s %s %d %.1f ms",
+        connection_id,
+        peer,
+        request.method,
+        target,
+        status,
+        milliseconds,
+        extra={
+            "connection": connection_id,
+            "peer": peer,
+            "method": request.method,
+            "path": request.path[:200],
+            "status": status,
+            "ms": round(milliseconds, 1),
+        },
+    )
+
+
+def _log_closed(
+    connection_id: int,
+    peer: str,
+    session: ClientSession,
+    code: int,
+    reason: str,
+    opened: float,
+) -> None:
+    seconds = time.perf_counter() - opened
+    updates = session.subscriber.statistics().delivered
+    user = session.grant.subject if session.grant is not None else None
+    log.info(
+        "connection %d from %s: websocket %s closed %d%s after %.1f s, %d updates sent%s",
+        connection_id,
+        peer,
+        session.protocol.name,
+        code,
+        f" ({reason})" if reason else "",
+        seconds,
+        updates,
+        f", user {user}" if user and user != "anonymous" else "",
+        extra={
+            "connection": connection_id,
+            "peer": peer,
+            "protocol": session.protocol.name,
+            "close_code": code,
+            "reason": reason,
+            "seconds": round(seconds, 3),
+            "updates": updates,
+            "user": user,
+        },
+    )
 
 
 # ---- REST routing ------------------------------------------------------------------
@@ -348,6 +446,8 @@ def _metrics(state: ServerState) -> Response:
 
 _ROUTES: dict[str, Route] = {
     "/": Route("GET", Access.PUBLIC, lambda req, st, g, t: _static("index.html", st)),
+    "/health": Route("GET", Access.PUBLIC, lambda req, st, g, t: rest.liveness(st)),
+    "/ready": Route("GET", Access.PUBLIC, lambda req, st, g, t: rest.readiness(st)),
     rest.PREFIX + "/health": Route("GET", Access.PUBLIC, lambda req, st, g, t: rest.health(st)),
     rest.PREFIX + "/status": Route("GET", Access.USER, lambda req, st, g, t: rest.status(st)),
     rest.PREFIX + "/subscribe": Route(

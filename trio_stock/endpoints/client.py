@@ -219,6 +219,9 @@ class ClientSession:
             )
             return
         await handler(self, request)
+        if action in self.protocol.churn_actions and log.isEnabledFor(logging.DEBUG):
+            held = sorted(self.subscriber.symbols)
+            log.debug("%s: %s; holds %d: %s", self.name, action, len(held), " ".join(held[:50]))
 
     async def _error(self, text: str) -> None:
         await self.reply({"type": "error", "message": text})

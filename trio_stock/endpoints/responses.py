@@ -133,6 +133,22 @@ class CachedSymbol:
     data: dict[str, Any]  # the price_update fields and "type"
 
 
+@attrs.frozen
+class Liveness:
+    """``GET /health``: the process answers (seed 003's troubleshooting step)."""
+
+    status: str = "ok"
+
+
+@attrs.frozen
+class Readiness:
+    """``GET /ready``: may a load balancer send clients here?"""
+
+    ready: bool
+    markets: dict[str, str]  # market -> its provider's state
+    detail: str | None = None
+
+
 def _as_is(value: Any) -> Any:
     return value
 

@@ -29,6 +29,8 @@ from .responses import (
     ErrorDetail,
     Health,
     HubCounters,
+    Liveness,
+    Readiness,
     Status,
     SubscriptionChange,
     UpstreamQuota,
@@ -217,3 +219,23 @@ def cache_symbol(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> R
     return respond(
         200, CachedSymbol(canonical, _cache_entry(state_fields(latest), latest.kind.value))
     )
+
+
+def liveness(state: ServerState) -> Response:
+    """``/health``: 200 while the process serves at all (no market data, no secrets)."""
+    return respond(200, Liveness())
+
+
+def readiness(state: ServerState) -> Response:
+    """``/ready``: 200 when every market's provider is connected, else 503 naming who is not.
+
+    A market whose provider is down cannot serve its symbols, so a load balancer should
+    send new clients elsewhere until it is back.
+    """
+    providers = state.hub.statistics().providers
+    markets = {p.market.value: p.state.value for p in providers}
+    down = [p for p in providers if p.state is not ProviderState.CONNECTED]
+    if not down:
+        return respond(200, Readiness(ready=True, markets=markets))
+    detail = "; ".join(f"{p.market.value}: {p.name} is {p.state.value}" for p in down)
+    return respond(503, Readiness(ready=False, markets=markets, detail=detail))
