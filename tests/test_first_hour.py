@@ -93,8 +93,8 @@ def test_help_describes_every_flag_with_its_variable_and_default() -> None:
     from trio_stock.__main__ import build_parser
 
     text = " ".join(build_parser().format_help().split())
-    assert "--sim-always-open BOOL env TRIO_STOCK_SIM_ALWAYS_OPEN (default: False)" in text
-    assert "--log-format LOG_FORMAT env TRIO_STOCK_LOG_FORMAT (default: text)" in text
+    assert "env TRIO_STOCK_SIM_ALWAYS_OPEN (default: False; true or false)" in text
+    assert "env TRIO_STOCK_LOG_FORMAT (default: text; one of text, json)" in text
 
 
 async def test_connection_and_request_log_lines_carry_their_fields(
@@ -201,3 +201,17 @@ async def test_health_and_readiness_for_machines(autojump_clock: trio.testing.Mo
         markets = body["markets"]
         assert isinstance(markets, dict) and markets["US"] == "connected"
         assert markets["KR"] in ("connecting", "backing_off")
+
+
+def test_help_describes_every_flag() -> None:
+    import attrs
+
+    from trio_stock.__main__ import HELP, build_parser
+    from trio_stock.config import is_secret
+
+    flags = [f for f in attrs.fields(Config) if not is_secret(f)]
+    assert {f.name for f in flags} == set(HELP)  # a description for each, no stale one
+    text = " ".join(build_parser().format_help().split())
+    assert "env TRIO_STOCK_PORT (default: 8000; 0 to 65535)" in text
+    assert "env TRIO_STOCK_KR_PROVIDER (default: auto; one of auto, sim, kis)" in text
+    assert "env TRIO_STOCK_LOG_LEVEL (default: INFO; one of DEBUG, INFO, WARNING, ERROR)" in text

@@ -9,12 +9,14 @@ SIGINT/SIGTERM shut down gracefully: clients are closed with 1001, upstream rele
 from __future__ import annotations
 
 import argparse
+import enum
 import gc
 import logging
 import signal
 import sys
+import typing
 from collections.abc import Sequence
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import attrs
 import trio
@@ -42,14 +44,70 @@ def build_parser() -> argparse.ArgumentParser:
         if is_secret(field):
             continue  # secrets: environment or .env only
         default = getattr(field.default, "value", field.default)  # enums show their value
+        allowed = _allowed(field)
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             default=None,  # the text goes through the same check as its variable's
             metavar="BOOL" if field.type is bool else field.name.upper(),
-            help=f"env {field.metadata['env']} (default: {default})",
+            help=f"{HELP.get(field.name, '')} env {field.metadata['env']} (default: {default}"
+            + (f"; {allowed}" if allowed else "")
+            + ")",
         )
     return parser
+
+
+HELP = {
+    "host": "Address to bind; a non-loopback one needs --auth.",
+    "port": "Port to listen on; 0 picks a free one (printed in the banner).",
+    "kr_provider": "Who serves Korean codes: KIS when its keys are set, else simulated.",
+    "us_provider": "Who serves US tickers: FMP when its key is set, else simulated.",
+    "linger": "Seconds a symbol nobody holds stays registered upstream.",
+    "ack_timeout": "Seconds a subscribe waits for the upstream's answer.",
+    "max_symbols_per_client": "Symbols one WebSocket client may hold.",
+    "max_clients": "Open connections in all.",
+    "max_connections_per_ip": "Open connections per client address.",
+    "connect_rate_per_ip": "New connections per second per address.",
+    "ping_interval": "Seconds between the server's pings (0: none).",
+    "ping_timeout": "Seconds a client has to answer a ping.",
+    "sim_ticks_per_second": "Simulated ticks per symbol and second.",
+    "sim_seed": "Seed of the simulated market.",
+    "sim_always_open": "Simulated market trades around the clock, not in exchange hours.",
+    "auth": "Client authentication: none, or jwt (tokens required).",
+    "jwt_key_file": "PEM public key or JWKS that verifies tokens.",
+    "jwt_audience": "Required 'aud' of tokens.",
+    "jwt_issuer": "Required 'iss' of tokens.",
+    "allowed_origins": "Browser origins allowed besides our own and loopback (comma list).",
+    "allowed_hosts": "Host names served (comma list; * for any).",
+    "tls_cert": "Certificate chain (PEM): serve https and wss.",
+    "tls_key": "Private key (PEM) of --tls-cert.",
+    "log_level": "How much to log.",
+    "log_format": "Log lines as text or JSON objects.",
+    "kis_env": "KIS real or paper trading (picks the default URLs).",
+    "kis_ws_url": "KIS WebSocket URL.",
+    "kis_rest_url": "KIS REST base URL (approval key).",
+    "kis_max_subscriptions": "Korean quota (also of the simulated market).",
+    "kis_orderbook": "Also register KIS best bid/ask (H0STASP0).",
+    "kis_custtype": "KIS customer type: P individual, B corporate.",
+    "kis_watchdog": "Reconnect KIS after this many seconds without any frame.",
+    "kis_register_interval": "Least seconds between KIS registrations.",
+    "fmp_ws_url": "FMP WebSocket URL.",
+    "fmp_rest_url": "FMP REST base URL (snapshot quotes).",
+    "fmp_max_subscriptions": "US quota (also of the simulated market).",
+    "fmp_ca_bundle": "CA bundle for FMP's wss and https.",
+    "fmp_watchdog": "Reconnect FMP after this many seconds without any frame.",
+}
+
+
+def _allowed(field: attrs.Attribute[Any]) -> str:
+    """The allowed values of a setting, for --help."""
+    kinds = typing.get_args(field.type) or (field.type,)
+    for kind in kinds:
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            return "one of " + ", ".join(m.value for m in kind)
+    if field.type is bool:
+        return "true or false"
+    return str(getattr(field.validator, "allowed", ""))
 
 
 def load_config(argv: Sequence[str] | None = None) -> Config:

@@ -92,6 +92,7 @@ def _between(low: float, high: float) -> Callable[[Any, attrs.Attribute[Any], An
         if value is not None and not low <= value <= high:
             raise SettingError(f"must be between {_show(low)} and {_show(high)}", attribute.name)
 
+    check.allowed = f"{_show(low)} to {_show(high)}"  # type: ignore[attr-defined]  # --help
     return check
 
 
@@ -104,12 +105,16 @@ def _one_of(*choices: str) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
         if value not in choices:
             raise SettingError(f"must be one of {', '.join(choices)}", attribute.name)
 
+    check.allowed = f"one of {', '.join(choices)}"  # type: ignore[attr-defined]  # --help
     return check
 
 
 def _url(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and not value.startswith(("ws://", "wss://", "http://", "https://")):
         raise SettingError("must be a ws://, wss://, http:// or https:// URL", attribute.name)
+
+
+_url.allowed = "a ws://, wss://, http:// or https:// URL"  # type: ignore[attr-defined]
 
 
 def _trim_http(value: str | None) -> str | None:
