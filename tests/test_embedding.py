@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import trio
 import trio.testing
@@ -50,3 +55,30 @@ def test_public_names_are_exactly_the_intended_ones() -> None:
         "SubscribeResult", "Subscriber", "SubscriberTooSlow", "SymbolState", "Tick", "TickKind",
         "TrioStockError", "UpstreamError", "normalize_symbol", "serve",
     }  # fmt: skip
+
+
+def test_the_readme_embedding_example_runs_and_ctrl_c_ends_it_cleanly(tmp_path: Path) -> None:
+    """The README's example, as written there, in a process of its own."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Embedding it in a Trio program", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "FMP_", "TRIO_"))}
+    env = {**base, "TRIO_STOCK_PORT": "0", "TRIO_STOCK_SIM_ALWAYS_OPEN": "true"}
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = [process.stdout.readline() for _ in range(3)]  # port, result, a first price
+    assert lines[0].startswith("serving on port ")
+    assert lines[1].startswith("('005930', 'AAPL') ()")
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=20)
+    assert process.returncode == 0, errors
+    assert "Traceback" not in errors
