@@ -115,6 +115,10 @@ class HttpConnection:
         if len(self.raw_head) - len(self._conn.trailing_data[0]) > MAX_HEAD_BYTES:
             raise RequestError(431, f"request head over {MAX_HEAD_BYTES} bytes")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+        if "content-length" in headers and "transfer-encoding" in headers:
+            # Two framings: a proxy in front may read the other one (request smuggling).
+            # RFC 9112 §6.1: such a request must end with the connection closed.
+            raise RequestError(400, "Content-Length together with Transfer-Encoding")
         target = event.target.decode("latin-1")
         path, _, query = target.partition("?")
         body = b"" if _is_upgrade(headers) else await self._read_body(headers)
