@@ -464,4 +464,7 @@ _PREFIX_ROUTES: dict[str, Route] = {
     rest.PREFIX + "/cache/": Route(
         "GET", Access.USER, lambda req, st, g, symbol: rest.cache_symbol(symbol, st, g)
     ),
+    rest.PREFIX + "/history/": Route(
+        "GET", Access.USER, lambda req, st, g, symbol: rest.history(symbol, st, g)
+    ),
 }

@@ -17,7 +17,7 @@ import attrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from ..converter import converter
-from ..hub import Failure
+from ..hub import Bar, Failure
 from ..model import Market
 from ..transport.http import Response
 from ..upstream.contract import ProviderStatistics
@@ -162,3 +162,29 @@ converter.register_unstructure_hook(
     CachedSymbol,
     make_dict_unstructure_fn(CachedSymbol, converter, data=override(unstruct_hook=_as_is)),
 )
+
+
+@attrs.frozen
+class History:
+    """``GET history/{symbol}``: one-minute bars, oldest first, the forming minute last."""
+
+    symbol: str
+    interval: int  # seconds per bar
+    bars: tuple[Bar, ...]
+
+
+def _bar_fields(bar: Bar) -> dict[str, Any]:
+    # A volume that is a whole number is written as one ("volume": 1200, not 1200.0): sizes
+    # are whole shares in both markets, and arrive as floats.
+    volume = bar.volume
+    return {
+        "time": bar.time,
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": int(volume) if volume.is_integer() else volume,
+    }
+
+
+converter.register_unstructure_hook(Bar, _bar_fields)

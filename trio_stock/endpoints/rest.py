@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..auth import ANONYMOUS, Grant
-from ..hub import FailureReason
+from ..hub import BAR_SECONDS, FailureReason
 from ..symbols import normalize_symbol
 from ..transport.http import Request, Response
 from ..upstream.contract import ProviderState, ProviderStatistics
@@ -28,6 +28,7 @@ from .responses import (
     ConnectionStatus,
     ErrorDetail,
     Health,
+    History,
     HubCounters,
     Liveness,
     Readiness,
@@ -239,3 +240,17 @@ def readiness(state: ServerState) -> Response:
         return respond(200, Readiness(ready=True, markets=markets))
     detail = "; ".join(f"{p.market.value}: {p.name} is {p.state.value}" for p in down)
     return respond(503, Readiness(ready=False, markets=markets, detail=detail))
+
+
+def history(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
+    """``GET history/{symbol}``: the symbol's one-minute bars, for a chart at first sight."""
+    try:
+        canonical, market = normalize_symbol(symbol)
+    except ValueError:
+        return error(422, f"invalid symbol: {symbol[:32]!r}")
+    if not grant.allows(market):
+        return error(403, f"this token is not entitled to the {market.value} market")
+    bars = state.hub.history(canonical)
+    if not bars:
+        return error(404, f"no history for {canonical}")
+    return respond(200, History(canonical, BAR_SECONDS, tuple(bars)))

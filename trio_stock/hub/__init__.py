@@ -1,6 +1,7 @@
 """The memory-channel pub/sub hub: quotas, linger, backpressure, cancellation-safe fan-out."""
 
 from ..results import Failure, FailureReason, SubscribeResult
+from .history import BAR_SECONDS, DEFAULT_HISTORY_BARS, Bar
 from .hub import (
     DEFAULT_ACK_TIMEOUT,
     DEFAULT_LINGER,
@@ -18,11 +19,14 @@ from .subscriber import (
 )
 
 __all__ = [
+    "BAR_SECONDS",
     "DEFAULT_ACK_TIMEOUT",
+    "DEFAULT_HISTORY_BARS",
     "DEFAULT_LINGER",
     "DEFAULT_LOSSLESS_CAPACITY",
     "DEFAULT_MAX_BACKLOG",
     "DEFAULT_MAX_DELAY",
+    "Bar",
     "Failure",
     "FailureReason",
     "Hub",

@@ -41,7 +41,7 @@ import trio
 
 from ..clock import WallClock
 from ..errors import InvalidSymbol
-from ..model import Market, SymbolState, Tick, merge
+from ..model import Market, SymbolState, Tick, TickKind, merge
 from ..results import Failure, FailureReason, SubscribeResult
 from ..symbols import normalize_symbol
 from ..upstream.contract import (
@@ -54,6 +54,7 @@ from ..upstream.contract import (
     Subscribe,
     Unsubscribe,
 )
+from .history import DEFAULT_HISTORY_BARS, Bar, BarHistory
 from .subscriber import (
     DEFAULT_LOSSLESS_CAPACITY,
     DEFAULT_MAX_BACKLOG,
@@ -77,6 +78,7 @@ DEFAULT_MAX_SYMBOLS_PER_SUBSCRIBER = 200
 # before its upstream sessions are up.)
 FAIL_FAST_STATES = frozenset({ProviderState.BACKING_OFF, ProviderState.AUTH_FAILED})
 DEFAULT_CACHE_LIMIT = 10_000  # latest states kept for symbols nobody holds any more
+_TRADE = TickKind.TRADE  # publish's one test for a trade, without the enum lookup
 
 
 class _TopicState(enum.Enum):
@@ -287,6 +289,8 @@ class Hub:
         ack_timeout: Seconds a subscribe waits for the upstream's answer.
         max_symbols_per_subscriber: Default per-subscriber limit.
         cache_limit: How many latest states of symbols nobody holds are kept.
+        history_bars: One-minute bars kept per symbol that traded (``history``); a
+            symbol's bars are evicted with its latest state.
         clock: Epoch time source (follows Trio's clock); a fixed one for tests.
         command_buffer: Commands each provider's channel holds; None: 4 per quota slot,
             at least 64 (``contract.COMMAND_BUFFER_*``).
@@ -304,13 +308,17 @@ class Hub:
         ack_timeout: float = DEFAULT_ACK_TIMEOUT,
         max_symbols_per_subscriber: int = DEFAULT_MAX_SYMBOLS_PER_SUBSCRIBER,
         cache_limit: int = DEFAULT_CACHE_LIMIT,
+        history_bars: int = DEFAULT_HISTORY_BARS,
         clock: WallClock | None = None,
         command_buffer: int | None = None,
     ) -> None:
+        if history_bars < 1:
+            raise ValueError(f"history_bars must be at least 1, not {history_bars}")
         self.linger = linger
         self.ack_timeout = ack_timeout
         self.max_symbols_per_subscriber = max_symbols_per_subscriber
         self.cache_limit = cache_limit
+        self.history_bars = history_bars
         self.clock = clock or WallClock()
         self._links: dict[Market, _Link] = {}
         for provider in providers:
@@ -319,6 +327,7 @@ class Hub:
             self._links[provider.market] = _Link(self, provider, command_buffer)
         self._topics: dict[str, _Topic] = {}
         self._latest: dict[str, SymbolState] = {}
+        self._history: dict[str, BarHistory] = {}  # keys: a subset of _latest's
         self._lingering: dict[_Topic, float] = {}  # topic → deadline, in deadline order
         self._linger_lot = trio.lowlevel.ParkingLot()
         self._subscribers: set[Subscriber] = set()
@@ -610,6 +619,7 @@ class Hub:
     def publish(self, tick: Tick) -> None:
         """Fold ``tick`` into its symbol's state and offer it to every subscriber.
 
+        A trade also updates the symbol's one-minute bars (``history``), in constant time.
         Synchronous and never blocks; costs O(subscribers of the symbol). Ticks for symbols
         the hub does not hold upstream are counted as unrouted and ignored.
         """
@@ -628,6 +638,14 @@ class Hub:
         if tick.symbol not in self._latest and len(self._latest) >= self.cache_limit:
             self._evict_cold()
         self._latest[tick.symbol] = state
+        if tick.kind is _TRADE and tick.price is not None:
+            bars = self._history.get(tick.symbol)
+            if bars is None:
+                self._history[tick.symbol] = BarHistory(
+                    tick.provider_time_ns, tick.price, tick.size, self.history_bars
+                )
+            else:
+                bars.trade(tick.provider_time_ns, tick.price, tick.size)
         self._published += 1
         for subscriber in topic.subscribers:
             subscriber._offer(state)
@@ -636,6 +654,7 @@ class Hub:
         for symbol in self._latest:
             if symbol not in self._topics:
                 del self._latest[symbol]
+                self._history.pop(symbol, None)
                 return
 
     def latest(self, symbol: str) -> SymbolState | None:
@@ -645,6 +664,19 @@ class Hub:
         except InvalidSymbol:
             return None
         return self._latest.get(canonical)
+
+    def history(self, symbol: str) -> list[Bar]:
+        """The one-minute bars of ``symbol`` (any spelling), oldest first.
+
+        The forming minute is last. Empty if the symbol never traded, or its cache entry
+        was evicted (its bars go with it).
+        """
+        try:
+            canonical, _ = normalize_symbol(symbol)
+        except InvalidSymbol:
+            return []
+        bars = self._history.get(canonical)
+        return [] if bars is None else bars.bars()
 
     def cached(self) -> list[SymbolState]:
         """Every cached latest state, oldest symbol first."""
