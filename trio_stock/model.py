@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import attrs
 
+from .names import name_of
+
 
 class Market(enum.Enum):
     """Which market (and so which provider) a symbol belongs to."""
@@ -88,6 +90,7 @@ class SymbolState:
     change: float | None = None
     change_rate: float | None = None
     record_seq: str = "001"
+    name: str | None = None  # e.g. "삼성전자", "Apple" (names.py); None when not known
     # Each wire format encodes a state once; every subscriber then sends the same bytes.
     # Client writers read it directly (``wire.get(name)``): the hottest lookup there is.
     wire: dict[str, bytes] = attrs.field(init=False, factory=dict, eq=False, repr=False)
@@ -110,12 +113,15 @@ def merge(
     break corrects history and the next trade sets the price again. Day statistics and
     bid/ask carried by any tick (KIS trades carry best bid/ask) are taken when present.
     Change vs the previous close is taken from the provider or derived from ``prev_close``.
+    The name is looked up once, for a symbol's first state, and carried from then on.
     """
     if prev is None:
         prev = _EMPTY
         seq = 1
+        name = name_of(tick.symbol)
     else:
         seq = prev.seq + 1
+        name = prev.name
     last_price, last_size, last_time = prev.last_price, prev.last_size, prev.last_time_ns
     if tick.kind is TickKind.TRADE and tick.price is not None:
         last_price, last_size, last_time = tick.price, tick.size, tick.provider_time_ns
@@ -150,6 +156,7 @@ def merge(
         change=change,
         change_rate=change_rate,
         record_seq=tick.record_seq,
+        name=name,
     )
 
 

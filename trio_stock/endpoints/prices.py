@@ -115,6 +115,7 @@ def state_fields(state: SymbolState) -> Payload:
         "low": state.low,
         "volume": state.volume,
         "previous_close": state.prev_close,
+        "name": state.name,
         "market": state.market.value,
         "provider": state.provider,
         "seq": state.seq,

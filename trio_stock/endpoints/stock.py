@@ -140,6 +140,7 @@ def encode_stock_price(state: SymbolState) -> bytes:
         "low": _number(state.low),
         "ask_price": _number(state.ask),
         "bid_price": _number(state.bid),
+        "name": state.name,
     }
     return text_frame(orjson.dumps({k: v for k, v in payload.items() if v is not None}))
 
