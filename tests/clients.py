@@ -13,6 +13,7 @@ import trio_websocket
 
 from trio_stock import Config, Hub
 from trio_stock.access import build_verifier
+from trio_stock.clock import WallClock
 from trio_stock.endpoints.client import ClientLimits
 from trio_stock.server import handle_connection
 from trio_stock.state import ServerState, client_limits
@@ -95,14 +96,24 @@ class MemoryServer:
 
 @asynccontextmanager
 async def memory_server(
-    config: Config | None = None, limits: ClientLimits | None = None, **hub_options: Any
+    config: Config | None = None,
+    limits: ClientLimits | None = None,
+    *,
+    clock: WallClock | None = None,
 ) -> AsyncIterator[MemoryServer]:
-    """A hub with simulated providers, and the server's handler over memory streams."""
+    """A hub with simulated providers, and the server's handler over memory streams.
+
+    The default configuration trades around the clock (``sim_always_open``) so that tests
+    get ticks at any hour; ``clock`` fixes the hub's wall clock.
+    """
     from trio_stock.gateway import build_hub
 
-    config = config or Config.from_mapping({})
+    config = config or Config.from_mapping({"TRIO_STOCK_SIM_ALWAYS_OPEN": "1"})
+    built = build_hub(config)
+    if clock is not None:
+        built.clock = clock
     async with trio.open_nursery() as nursery:
-        hub = await nursery.start(build_hub(config).run)
+        hub = await nursery.start(built.run)
         server = MemoryServer(hub, nursery, config, limits or client_limits(config))
         await nursery.start(server.state.keep_alive.run)
         async with server.state.rest_holds:
@@ -116,7 +127,8 @@ async def gateway_process(
 ) -> AsyncIterator[tuple[trio.Process, int]]:
     """``python -m trio_stock --port 0 ARGS`` in a subprocess; yields it and its bound port.
 
-    The environment starts clean of provider keys so a developer's own keys never leak in.
+    The environment starts clean of provider keys so a developer's own keys never leak in,
+    and the simulated market trades around the clock unless ``env`` says otherwise.
     """
     import os
     import re
@@ -130,7 +142,7 @@ async def gateway_process(
         [sys.executable, "-m", "trio_stock", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**base, **(env or {})},
+        env={**base, "TRIO_STOCK_SIM_ALWAYS_OPEN": "1", **(env or {})},
         cwd=cwd,
     )
     assert process.stdout is not None

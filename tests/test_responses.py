@@ -51,7 +51,7 @@ async def request(server: MemoryServer, method: str, path: str, body: bytes = b"
 
 
 async def test_health_fields(autojump_clock: trio.testing.MockClock) -> None:
-    async with memory_server(Config(sim_ticks_per_second=5.0)) as server:
+    async with memory_server(Config(sim_ticks_per_second=5.0, sim_always_open=True)) as server:
         await request(server, "POST", f"{API}/subscribe", b'["AAPL"]')
         health = await request(server, "GET", f"{API}/health")
     # The seed's fields first, then the extras.
@@ -67,6 +67,7 @@ async def test_health_fields(autojump_clock: trio.testing.MockClock) -> None:
         "callbacks_registered",
         "reconnect_attempts",
         "providers",
+        "markets",
     ]
     assert health["status"] == "connected"
     assert (health["is_running"], health["api_configured"], health["kis_configured"]) == (
@@ -88,7 +89,7 @@ async def test_health_fields(autojump_clock: trio.testing.MockClock) -> None:
 
 
 async def test_status_fields(autojump_clock: trio.testing.MockClock) -> None:
-    async with memory_server(Config(sim_ticks_per_second=5.0)) as server:
+    async with memory_server(Config(sim_ticks_per_second=5.0, sim_always_open=True)) as server:
         await request(server, "POST", f"{API}/subscribe", b'["005930"]')
         await trio.sleep(1)  # a tick or more: the symbol is cached
         await request(server, "POST", f"{API}/unsubscribe", b'["005930"]')
@@ -100,6 +101,7 @@ async def test_status_fields(autojump_clock: trio.testing.MockClock) -> None:
         "hub",
         "upstream",
         "providers",
+        "markets",
     ]
     assert status["connection_status"] == {
         "is_connected": True,
@@ -140,7 +142,7 @@ def test_subscription_change_lists_failed_only_when_some_failed() -> None:
 async def test_cache_entries_are_the_price_update_fields(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with memory_server(Config(sim_ticks_per_second=5.0)) as server:
+    async with memory_server(Config(sim_ticks_per_second=5.0, sim_always_open=True)) as server:
         await request(server, "POST", f"{API}/subscribe", b'["AAPL"]')
         await trio.sleep(1)  # a tick or more: the symbol is cached
         cache = await request(server, "GET", f"{API}/cache?limit=5")
@@ -153,4 +155,5 @@ async def test_cache_entries_are_the_price_update_fields(
     update = orjson.loads(frame[frame.index(b"{") :])  # the text after the frame header
     del update["type"], update["data_type"]
     assert cache["data"]["AAPL"] == {**update, "type": latest.kind.value}
+    assert cache["data"]["AAPL"]["name"] == "Apple"
     assert one == {"symbol": "AAPL", "data": cache["data"]["AAPL"]}

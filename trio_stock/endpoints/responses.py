@@ -11,13 +11,16 @@ it is, so the two can never differ (README "How it is built" says why that path 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from .. import market_hours
 from ..converter import converter
 from ..hub import Bar, Failure
+from ..market_hours import MarketPhase
 from ..model import Market
 from ..transport.http import Response
 from ..upstream.contract import ProviderStatistics
@@ -36,6 +39,27 @@ class ErrorDetail:
 
 
 @attrs.frozen
+class TradingPhase:
+    """A market's trading phase now and when it changes next (:mod:`trio_stock.market_hours`)."""
+
+    phase: MarketPhase
+    next_change: str  # ISO-8601 UTC, seconds
+
+
+def trading_phases(epoch_ns: int) -> dict[str, TradingPhase]:
+    """Every market's phase at ``epoch_ns``, by market ("KR", "US"): live or simulated,
+    a board can say "closed" and when it opens."""
+    phases = {}
+    for market in Market:
+        change = market_hours.next_change(market, epoch_ns) // 1_000_000_000
+        phases[market.value] = TradingPhase(
+            market_hours.phase(market, epoch_ns),
+            datetime.fromtimestamp(change, UTC).isoformat(timespec="seconds"),
+        )
+    return phases
+
+
+@attrs.frozen
 class Health:
     """``GET health``. ``providers`` are the providers' statistics as they are (no secrets)."""
 
@@ -50,6 +74,7 @@ class Health:
     callbacks_registered: int  # WebSocket clients
     reconnect_attempts: int
     providers: tuple[ProviderStatistics, ...]
+    markets: dict[str, TradingPhase]  # by market, from the hub's clock
 
 
 @attrs.frozen
@@ -96,6 +121,7 @@ class Status:
     hub: HubCounters
     upstream: tuple[UpstreamQuota, ...]
     providers: tuple[ProviderStatistics, ...]
+    markets: dict[str, TradingPhase]  # by market, from the hub's clock
 
 
 @attrs.frozen

@@ -36,6 +36,7 @@ from .responses import (
     SubscriptionChange,
     UpstreamQuota,
     respond,
+    trading_phases,
 )
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def health(state: ServerState) -> Response:
             callbacks_registered=state.websocket_clients,
             reconnect_attempts=sum(p.reconnect_attempts for p in stats.providers),
             providers=stats.providers,
+            markets=trading_phases(state.hub.clock.now_ns()),
         ),
     )
 
@@ -104,6 +106,7 @@ def status(state: ServerState) -> Response:
                 for u in stats.upstream
             ),
             providers=stats.providers,
+            markets=trading_phases(state.hub.clock.now_ns()),
         ),
     )
 
