@@ -19,7 +19,7 @@ from trio_stock import Hub, Market, Policy, SimulatedMarket, Tick, TickKind
 
 
 async def measure(subscribers: int, ticks: int, policy: Policy) -> float:
-    sim = SimulatedMarket(Market.US, quota=10, ticks_per_second=0.001)
+    sim = SimulatedMarket(Market.US, quota=10, ticks_per_second=0.001, always_open=True)
     async with trio.open_nursery() as nursery:
         hub = await nursery.start(Hub([sim]).run)
         subs = [hub.subscriber(policy, capacity=ticks + 1) for _ in range(subscribers)]

@@ -164,7 +164,8 @@ def running_gateway(*args: str, log_dir: Path, name: str) -> Iterator[GatewayPro
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            env=clean_environment(),
+            # Ticks at any hour: the attacks need a market that trades whenever they run.
+            env={**clean_environment(), "TRIO_STOCK_SIM_ALWAYS_OPEN": "1"},
             cwd=log_dir,  # no .env of a developer's is read
         )
     assert process.stdout is not None

@@ -60,7 +60,8 @@ class Gateway:
     """``python -m trio_stock --port PORT ARGS`` in a subprocess, started and stopped by a test."""
 
     def __init__(self, *args: str, port: int = 0, env: dict[str, str] | None = None) -> None:
-        # A clean environment, so a developer's own provider keys never leak into a test.
+        # A clean environment, so a developer's own provider keys never leak into a test;
+        # the simulated market trades around the clock unless ``env`` says otherwise.
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "FMP_", "TRIO_STOCK_"))
         }
@@ -68,7 +69,7 @@ class Gateway:
             [sys.executable, "-m", "trio_stock", "--port", str(port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**base, **(env or {})},
+            env={**base, "TRIO_STOCK_SIM_ALWAYS_OPEN": "1", **(env or {})},
             cwd=ROOT,
             text=True,
         )

@@ -19,7 +19,9 @@ from trio_stock import Config, Market
 async def test_serve_core_in_a_nursery_and_receive_simulated_prices(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = Config.from_mapping({"TRIO_STOCK_SIM_TICKS_PER_SECOND": "5"})
+    config = Config.from_mapping(
+        {"TRIO_STOCK_SIM_TICKS_PER_SECOND": "5", "TRIO_STOCK_SIM_ALWAYS_OPEN": "1"}
+    )
     async with trio.open_nursery() as nursery:
         gateway = await nursery.start(
             lambda task_status: trio_stock.serve(config, listen=False, task_status=task_status)

@@ -36,7 +36,9 @@ PRICES = "/api/v2/realtime/ws/prices"
 
 
 def sim_config(**settings: str) -> Config:
-    return Config.from_mapping({"TRIO_STOCK_PORT": "0", **settings})
+    return Config.from_mapping(
+        {"TRIO_STOCK_PORT": "0", "TRIO_STOCK_SIM_ALWAYS_OPEN": "1", **settings}
+    )
 
 
 @pytest.fixture

@@ -664,7 +664,7 @@ def split(data: bytes, cuts: Sequence[int]) -> list[bytes]:
 
 def http_config(**changes: Any) -> Config:
     # Slow ticks: a symbol held by REST ticks through every virtual timeout, at a real cost.
-    return Config(sim_ticks_per_second=0.001, **changes)
+    return Config(sim_ticks_per_second=0.001, sim_always_open=True, **changes)
 
 
 # ---- HTTP properties -----------------------------------------------------------------
@@ -1317,6 +1317,7 @@ class Setup:
     def config(self) -> Config:
         return Config(
             sim_ticks_per_second=2.0,
+            sim_always_open=True,
             kis_max_subscriptions=self.kis_quota,
             fmp_max_subscriptions=self.fmp_quota,
             max_symbols_per_client=self.max_symbols,
@@ -1460,7 +1461,7 @@ def test_default_rate_limits_answer_with_well_formed_errors(path: str, data: st.
     bursts = data.draw(st.lists(flood | st.floats(0.05, 3.0), min_size=1, max_size=5))
 
     async def scenario() -> None:
-        config = Config(sim_ticks_per_second=5.0)
+        config = Config(sim_ticks_per_second=5.0, sim_always_open=True)
         limits = client_limits(config)
         async with gateway(config, limits) as gw:
             async with gw.connections(), ws_client(gw, protocol) as client:

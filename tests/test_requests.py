@@ -116,7 +116,7 @@ def test_the_converter_structures_requests_directly() -> None:
 
 
 def fast_sim() -> Config:
-    return Config(sim_ticks_per_second=5.0)
+    return Config(sim_ticks_per_second=5.0, sim_always_open=True)
 
 
 async def test_seed000_client_extra_keys_are_ignored(

@@ -40,6 +40,7 @@ def auth_config(**settings: str) -> Config:
             "TRIO_STOCK_AUTH": "jwt",
             "TRIO_STOCK_JWT_SECRET": SECRET,
             "TRIO_STOCK_SIM_TICKS_PER_SECOND": "5",
+            "TRIO_STOCK_SIM_ALWAYS_OPEN": "1",
             **settings,
         }
     )

@@ -27,6 +27,7 @@ def fast_config() -> Config:
     return Config(
         port=0,
         sim_ticks_per_second=50.0,
+        sim_always_open=True,
         kr_provider=KrProvider.SIM,
         us_provider=UsProvider.SIM,
         kis_app_key=Secret(SECRETS[0]),

@@ -23,7 +23,9 @@ PRICES = "/api/v2/realtime/ws/prices"
 
 
 def fast_sim(**extra: str) -> Config:
-    return Config.from_mapping({"TRIO_STOCK_SIM_TICKS_PER_SECOND": "5", **extra})
+    return Config.from_mapping(
+        {"TRIO_STOCK_SIM_TICKS_PER_SECOND": "5", "TRIO_STOCK_SIM_ALWAYS_OPEN": "1", **extra}
+    )
 
 
 async def test_seed000_vanilla_page_sequence(autojump_clock: trio.testing.MockClock) -> None:

@@ -58,6 +58,7 @@ def _korean_provider(config: Config) -> Provider:
         quota=config.kis_max_subscriptions,
         ticks_per_second=config.sim_ticks_per_second,
         seed=config.sim_seed,
+        always_open=config.sim_always_open,
     )
 
 
@@ -76,6 +77,7 @@ def _us_provider(config: Config) -> Provider:
         quota=config.fmp_max_subscriptions,
         ticks_per_second=config.sim_ticks_per_second,
         seed=config.sim_seed + 1,
+        always_open=config.sim_always_open,
     )
 
 
