@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint browser bench-setup bench
+.PHONY: run test lint browser screenshot bench-setup bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ test: $(VENV)/.installed browser
 # The dashboard tests drive Debian's Chromium; install it once (needs root: apt-get).
 browser: $(VENV)/.installed
 	@[ -x /usr/bin/chromium ] || PYTHON=$(PY) bash .ci/install-browser.sh
+
+# Refresh the README's picture of the board, docs/dashboard.png (make test only writes
+# build/dashboard.png, so it leaves the tree clean): the browser test that takes it, with a
+# realistic watchlist on an always-open simulated market at its normal pace, once every chart
+# holds CHART_MINUTES one-minute bars (about that many minutes). Korean names need a Korean
+# font (Debian: fonts-nanum or fonts-noto-cjk), or they are drawn as boxes.
+CHART_MINUTES ?= 10
+screenshot: $(VENV)/.installed browser
+	@fc-list :lang=ko | grep -q . || { echo "make screenshot: no Korean font installed (e.g. apt-get install fonts-nanum)" >&2; exit 1; }
+	DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png DASHBOARD_CHART_MINUTES=$(CHART_MINUTES) \
+		$(PY) -m pytest tests/test_dashboard.py -k readme_screenshot
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check trio_stock tests

@@ -1,13 +1,17 @@
 // trio_stock dashboard: one WebSocket (seed 003's /api/v2/realtime/ws/prices, which takes
-// Korean codes and US tickers alike and pushes the merged state), plus REST polling of
-// /api/v2/realtime/status (quota in use) and /api/v2/realtime/health (provider states).
+// Korean codes and US tickers alike and pushes the merged state), plus REST: polling of
+// /api/v2/realtime/status (quota in use) and /api/v2/realtime/health (provider states and
+// market hours), and /api/v2/realtime/history/{symbol} (the last hour of one-minute bars, so
+// a chart is drawn at once instead of starting empty).
 // Plain modern JS, no build step, no external resources: it must work offline.
 "use strict";
 
 const WS_PATH = "/api/v2/realtime/ws/prices";
 const STATUS_URL = "/api/v2/realtime/status";
 const HEALTH_URL = "/api/v2/realtime/health";
+const HISTORY_URL = "/api/v2/realtime/history/";
 const STORAGE_KEY = "trio_stock.watchlist";
+const SORT_KEY = "trio_stock.sort";
 // A first visit shows a few well-known symbols of both markets.
 const DEFAULT_WATCHLIST = ["005930", "000660", "AAPL", "MSFT"];
 const MAX_WATCHLIST = 50; // the server allows 200 per client; a page of cards should stay usable
@@ -25,7 +29,14 @@ const BACKOFF_MAX_MS = 8000;
 const PING_EVERY_MS = 15000;
 const PONG_TIMEOUT_MS = 10000;
 const POLL_EVERY_MS = 5000;
-const SPARK_POINTS = 60;
+// The chart: the history endpoint's one-minute bars (it keeps the last 60), extended live.
+// Its time axis spans the bars it has, at least CHART_MIN_MINUTES, labelled at both ends.
+const BAR_MS = 60000;
+const CHART_BARS = 60;
+const CHART_MIN_MINUTES = 10;
+// A sort by data (change %, volume, name) follows the prices at most this often, and waits
+// while the pointer is over the cards, so a card never jumps away from a click.
+const SORT_EVERY_MS = 1000;
 const MESSAGE_TTL_MS = 20000;
 const MAX_MESSAGES = 4;
 // With auth on (TRIO_STOCK_AUTH=jwt) the page needs a token: from the URL's fragment
@@ -35,15 +46,23 @@ const TOKEN_KEY = "trio_stock.token";
 const RENEW_WARNING_MS = 60000; // ask for a new token this long before the current expires
 // Close codes after which retrying with the same token cannot help (README, close codes).
 const AUTH_CLOSE = { 4001: "the token is missing, invalid or expired", 4003: "the token is not entitled to these prices", 4008: "too many connections for this token" };
+// Subscription failures that heal by themselves: the page subscribes again once the market's
+// provider is connected (health). Quota, limit and invalid need the user.
+const RETRIED_FAILURES = new Set(["unavailable", "timeout"]);
 
 const MARKET_CONVENTION = {
-  KR: { label: "KR", zone: "Asia/Seoul", zoneLabel: "KST" },
-  US: { label: "US", zone: "America/New_York", zoneLabel: "ET" },
+  KR: { label: "KR", name: "Korean", zone: "Asia/Seoul", zoneLabel: "KST" },
+  US: { label: "US", name: "US", zone: "America/New_York", zoneLabel: "ET" },
 };
+// Health's markets[...].phase (the exchange's session) as the page says it.
+const PHASE_TEXT = { pre_open: "pre-open", open: "open", closing: "closing auction", closed: "closed" };
 const wonFormat = new Intl.NumberFormat("ko-KR", { maximumFractionDigits: 0 });
 const dollarFormat = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 const percentFormat = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-const timeFormats = {};
+const countFormat = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+const zoneFormats = {};
+const HANGUL = /[\uac00-\ud7a3]/;
 
 // ---------------------------------------------------------------------------- symbols
 
@@ -76,13 +95,38 @@ function formatChange(change, percent, market) {
   return `${sign}${amount}${pct}`;
 }
 
-function formatTime(ms, market) {
+/** Shares (volume, bid/ask sizes): grouped digits, no needless decimals. */
+function formatCount(value) {
+  return value == null ? "—" : countFormat.format(value);
+}
+
+/** One Intl formatter per market time zone and purpose, made once. */
+function zoneFormat(market, kind) {
+  const key = `${market}.${kind}`;
+  if (!zoneFormats[key]) {
+    const timeZone = MARKET_CONVENTION[market].zone;
+    const options = {
+      second: { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" },
+      minute: { hour: "2-digit", minute: "2-digit", hourCycle: "h23" },
+      weekday: { weekday: "short" },
+      day: { year: "numeric", month: "2-digit", day: "2-digit" },
+    }[kind];
+    zoneFormats[key] = new Intl.DateTimeFormat(kind === "day" ? "en-CA" : "en-GB", { timeZone, ...options });
+  }
+  return zoneFormats[key];
+}
+
+/**
+ * A time in the market's own zone ("14:30:52 KST"); a day other than today there is named
+ * ("Fri 16:00:00 ET"), so a closed market's last trade never passes for today's.
+ */
+function formatTime(ms, market, precision = "second") {
   if (!ms) return "—";
-  const convention = MARKET_CONVENTION[market];
-  timeFormats[market] ??= new Intl.DateTimeFormat("en-GB", {
-    timeZone: convention.zone, hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-  });
-  return `${timeFormats[market].format(new Date(ms))} ${convention.zoneLabel}`;
+  const date = new Date(ms);
+  const days = zoneFormat(market, "day");
+  const today = days.format(date) === days.format(new Date());
+  const day = today ? "" : `${zoneFormat(market, "weekday").format(date)} `;
+  return `${day}${zoneFormat(market, precision).format(date)} ${MARKET_CONVENTION[market].zoneLabel}`;
 }
 
 // ---------------------------------------------------------------------------- watchlist
@@ -133,7 +177,7 @@ function showMessage(kind, text, { original = null, key = text } = {}) {
   if (original) {
     const small = document.createElement("span");
     small.className = "original";
-    small.lang = /[\uac00-\ud7a3]/.test(original) ? "ko" : "en";
+    small.lang = HANGUL.test(original) ? "ko" : "en";
     small.textContent = original;
     body.append(small);
   }
@@ -153,10 +197,12 @@ function showMessage(kind, text, { original = null, key = text } = {}) {
 const cardsEl = document.getElementById("cards");
 const emptyEl = document.getElementById("empty");
 const template = document.getElementById("card-template");
-/** symbol -> card: its elements, last state, price history; insertion order = page order. */
+/** symbol -> card: its elements, last state, chart bars; insertion order = watchlist order. */
 const cards = new Map();
 const dirty = new Set();
 let frameRequested = false;
+const TROUBLE_CHECK_MS = 1000;
+let troubleCheckedAt = 0;
 
 function addCard(symbol, market) {
   const el = template.content.firstElementChild.cloneNode(true);
@@ -168,15 +214,30 @@ function addCard(symbol, market) {
   remove.setAttribute("aria-label", `Remove ${symbol}`);
   remove.addEventListener("click", () => removeSymbol(symbol));
   el.setAttribute("aria-label", symbol);
+  const find = (selector) => el.querySelector(selector);
   const card = {
-    symbol, market, el, state: null, previousPrice: null, history: [], flash: null, tradeTime: null,
-    price: el.querySelector(".price"), change: el.querySelector(".change"),
-    line: el.querySelector("polyline"), bid: el.querySelector(".bid"),
-    ask: el.querySelector(".ask"), time: el.querySelector(".time"),
+    symbol, market, el,
+    state: null, // the last price_update: the merged state after a tick
+    previousPrice: null, flash: null, tradeTime: null,
+    updatedAt: null, // the last update's time (epoch ms), shown as "as of" while stale
+    fresh: false, // an update arrived since the socket (re)opened
+    lastSeq: null, // seq of the last tick counted into the chart (snapshots repeat one)
+    bars: [], // one-minute bars, oldest first: from history, then extended by live trades
+    historyWanted: true, historyLoaded: false,
+    failure: null, // {reason, retry} while the server refused the symbol
+    name: find(".name"), marketTag: find(".market"), price: find(".price"),
+    change: find(".change"), staleNote: find(".stale-note"), chart: find(".chart"),
+    line: find(".chart .line"), area: find(".chart .area"), base: find(".chart .base"),
+    volumeBars: find(".chart .volume"), rangeMark: find(".range-mark"),
+    axisStart: find(".axis-start"), axisEnd: find(".axis-end"),
+    open: find(".open"), high: find(".high"), low: find(".low"), prev: find(".prev"),
+    volume: find("dd.volume"), time: find(".time"),
+    bid: find(".bid"), bidSize: find(".bid-size"), ask: find(".ask"), askSize: find(".ask-size"),
   };
   cards.set(symbol, card);
   cardsEl.append(el);
   emptyEl.hidden = true;
+  renderCard(card);
   return card;
 }
 
@@ -189,35 +250,111 @@ function dropCard(symbol) {
   emptyEl.hidden = cards.size > 0;
 }
 
-function markFailed(symbol, reason) {
+/** The server refused the symbol; `retry` when it can heal by itself (provider back). */
+function markFailed(symbol, reason, retry = false) {
   const card = cards.get(symbol);
   if (!card) return;
+  card.failure = { reason, retry };
   card.el.dataset.error = reason;
-  card.change.textContent = `Not subscribed: ${reason}`;
+  markDirty(card);
 }
 
-/** Take a price_update (the merged state after a tick) and schedule a redraw. */
-function applyUpdate(message) {
-  const card = cards.get(message.symbol);
-  if (!card) return; // an update that crossed our unsubscribe
-  delete card.el.dataset.error;
-  const price = message.last_price;
-  if (price != null && price !== card.previousPrice) {
-    if (card.previousPrice != null) card.flash = price > card.previousPrice ? "flash-up" : "flash-down";
-    card.previousPrice = price;
-    card.history.push(price);
-    if (card.history.length > SPARK_POINTS) card.history.shift();
-  }
-  // price_update carries the merged state after any tick; only a trade (data_type "T",
-  // seed 003) moves the "last trade" time, a quote (Q) only moves bid/ask.
-  if (message.data_type === "T") card.tradeTime = message.timestamp;
-  card.state = message;
+function markDirty(card) {
   dirty.add(card.symbol);
   // Updates can arrive far faster than the screen refreshes: draw once per frame.
   if (!frameRequested) {
     frameRequested = true;
     requestAnimationFrame(renderDirty);
   }
+}
+
+function markAllDirty() {
+  for (const card of cards.values()) markDirty(card);
+}
+
+/** Take a price_update (the merged state after a tick) and schedule a redraw. */
+function applyUpdate(message) {
+  const card = cards.get(message.symbol);
+  if (!card) return; // an update that crossed our unsubscribe
+  if (card.failure) {
+    card.failure = null;
+    delete card.el.dataset.error;
+  }
+  const price = message.last_price;
+  if (price != null && price !== card.previousPrice) {
+    if (card.previousPrice != null) card.flash = price > card.previousPrice ? "flash-up" : "flash-down";
+    card.previousPrice = price;
+  }
+  // price_update carries the merged state after any tick; only a trade (data_type "T",
+  // seed 003) moves the "last trade" time and the chart, a quote (Q) only moves bid/ask.
+  const seq = Number(message.seq);
+  const newTick = card.lastSeq === null || !Number.isFinite(seq) || seq > card.lastSeq;
+  if (Number.isFinite(seq)) card.lastSeq = Math.max(seq, card.lastSeq ?? seq);
+  if (message.data_type === "T") {
+    card.tradeTime = message.timestamp;
+    if (newTick) addTrade(card, message);
+  }
+  card.updatedAt = message.timestamp || Date.now();
+  card.state = message;
+  card.fresh = true;
+  // Data flows for a market whose provider we last saw down: ask health again (once a second
+  // at most), so the card clears as soon as the server says so.
+  if (providerTrouble(card.market) && Date.now() - troubleCheckedAt > TROUBLE_CHECK_MS) {
+    troubleCheckedAt = Date.now();
+    refreshServerState();
+  }
+  // History exists once the server has seen a trade (a bar per minute with trades): asking
+  // before that would only earn a 404.
+  if (card.historyWanted && price != null) loadHistory(card);
+  if (SORTS[sortBy].live) sortPending = true;
+  markDirty(card);
+}
+
+/** Count one trade into the chart's bar of its minute (a later minute starts a new bar). */
+function addTrade(card, message) {
+  const price = message.last_price;
+  if (price == null || !message.timestamp) return;
+  const time = Math.floor(message.timestamp / BAR_MS) * BAR_MS;
+  const size = message.last_size ?? 0;
+  const last = card.bars.at(-1);
+  if (last && last.time === time) {
+    last.high = Math.max(last.high, price);
+    last.low = Math.min(last.low, price);
+    last.close = price;
+    last.volume += size;
+  } else if (!last || time > last.time) {
+    card.bars.push({ time, open: price, high: price, low: price, close: price, volume: size });
+    if (card.bars.length > CHART_BARS) card.bars.splice(0, card.bars.length - CHART_BARS);
+  }
+}
+
+/**
+ * Fetch the symbol's last hour of one-minute bars and draw them at once. Asked for on the
+ * symbol's first update after each (re)connect: the server then holds the symbol, the token
+ * (if any) has been accepted, and a restarted server's history replaces what the page drew.
+ * Bars the page built live after the history's last one are kept.
+ */
+async function loadHistory(card) {
+  card.historyWanted = false;
+  let body;
+  try {
+    body = await getJson(HISTORY_URL + encodeURIComponent(card.symbol));
+  } catch {
+    return; // no bars yet (404) or the server went away: the chart fills live
+  }
+  if (cards.get(card.symbol) !== card || !Array.isArray(body?.bars)) return;
+  const bars = [];
+  for (const b of body.bars) {
+    const bar = {
+      time: Number(b.time), open: Number(b.open), high: Number(b.high),
+      low: Number(b.low), close: Number(b.close), volume: Number(b.volume) || 0,
+    };
+    if ([bar.time, bar.open, bar.high, bar.low, bar.close].every(Number.isFinite)) bars.push(bar);
+  }
+  const last = bars.length ? bars.at(-1).time : -Infinity;
+  card.bars = [...bars, ...card.bars.filter((bar) => bar.time > last)].slice(-CHART_BARS);
+  card.historyLoaded = true;
+  markDirty(card);
 }
 
 function renderDirty() {
@@ -229,36 +366,237 @@ function renderDirty() {
   dirty.clear();
 }
 
+/**
+ * Why the card's prices are not live right now, or null when they are. A card that never
+ * had a price is only stale when its provider is down (before that, it is just waiting).
+ */
+function staleReason(card) {
+  const trouble = providerTrouble(card.market);
+  if (card.state === null) return trouble;
+  if (!socket.open) return "connection lost";
+  if (trouble) return trouble;
+  if (card.failure) return "not subscribed";
+  if (!card.fresh) return "waiting for data";
+  return null;
+}
+
 function renderCard(card) {
   const s = card.state;
   const market = card.market;
+  const stale = staleReason(card);
+  const phase = marketPhases[market]?.phase;
+
+  if (stale) card.el.dataset.stale = stale;
+  else delete card.el.dataset.stale;
+  card.staleNote.hidden = !stale;
+  if (stale) {
+    const when = card.updatedAt ? `as of ${formatTime(card.updatedAt, market)}` : "no price yet";
+    card.staleNote.textContent = `${when} · ${stale}`;
+  }
+  card.el.dataset.phase = phase ?? "";
+  card.marketTag.textContent = phase && phase !== "open"
+    ? `${MARKET_CONVENTION[market].label} · ${PHASE_TEXT[phase] ?? phase}` : MARKET_CONVENTION[market].label;
+
+  const name = s?.name ?? null;
+  if (card.name.textContent !== (name ?? "")) {
+    card.name.textContent = name ?? "";
+    card.name.title = name ?? "";
+    card.name.lang = name && HANGUL.test(name) ? "ko" : "";
+    card.el.setAttribute("aria-label", name ? `${card.symbol} ${name}` : card.symbol);
+  }
+
+  if (card.failure) card.change.textContent = `Not subscribed: ${card.failure.reason}`;
+  if (!s) return;
   card.price.textContent = formatPrice(s.last_price, market);
-  card.change.textContent = formatChange(s.change, s.change_percent, market);
+  if (!card.failure) card.change.textContent = formatChange(s.change, s.change_percent, market);
   card.el.dataset.direction = s.change > 0 ? "up" : s.change < 0 ? "down" : "flat";
+  card.open.textContent = formatPrice(s.open, market);
+  card.high.textContent = formatPrice(s.high, market);
+  card.low.textContent = formatPrice(s.low, market);
+  card.prev.textContent = formatPrice(s.previous_close, market);
+  card.volume.textContent = formatCount(s.volume);
   card.bid.textContent = formatPrice(s.bid_price, market);
+  card.bidSize.textContent = s.bid_size == null ? "" : `× ${formatCount(s.bid_size)}`;
   card.ask.textContent = formatPrice(s.ask_price, market);
+  card.askSize.textContent = s.ask_size == null ? "" : `× ${formatCount(s.ask_size)}`;
   card.time.textContent = formatTime(card.tradeTime, market);
-  if (card.flash) {
+  renderRange(card, s);
+  if (card.flash && !stale) {
     card.price.classList.remove("flash-up", "flash-down");
     void card.price.offsetWidth; // restart the CSS animation on every change
     card.price.classList.add(card.flash);
-    card.flash = null;
   }
-  card.line.setAttribute("points", sparkPoints(card.history));
+  card.flash = null;
+  renderChart(card);
 }
 
-/** The history as SVG polyline points in a 100 x 30 box, scaled to its own min..max. */
-function sparkPoints(history) {
-  if (history.length < 2) return "";
-  const low = Math.min(...history);
-  const high = Math.max(...history);
-  const span = high - low || 1;
-  const step = 100 / (SPARK_POINTS - 1);
-  const offset = SPARK_POINTS - history.length; // new points enter from the right
-  return history
-    .map((v, i) => `${((offset + i) * step).toFixed(2)},${(28 - ((v - low) / span) * 26).toFixed(2)}`)
-    .join(" ");
+/** The marker of the price within the day's low..high. */
+function renderRange(card, s) {
+  const { low, high, last_price: price } = s;
+  const known = low != null && high != null && price != null;
+  card.rangeMark.hidden = !known;
+  if (!known) return;
+  const where = high > low ? Math.min(1, Math.max(0, (price - low) / (high - low))) : 0.5;
+  card.rangeMark.style.left = `${(where * 100).toFixed(1)}%`;
 }
+
+/**
+ * The bars as an SVG chart in a 100 x 40 box: closes as a line over an area (y 2..30), the
+ * previous close as a dashed base line when it falls in view, volume as bars (y 32..40). The
+ * x axis is time: the last bar (the forming minute, which moves with every trade) at the
+ * right edge, the first bar or CHART_MIN_MINUTES earlier at the left; both ends labelled.
+ */
+function renderChart(card) {
+  const bars = card.bars;
+  const market = card.market;
+  card.chart.dataset.bars = String(bars.length);
+  card.chart.dataset.source = card.historyLoaded ? "history" : "live";
+  if (bars.length === 0) {
+    card.line.setAttribute("points", "");
+    card.area.setAttribute("d", "");
+    card.volumeBars.replaceChildren();
+    card.base.setAttribute("visibility", "hidden");
+    card.chart.setAttribute("aria-label", "no chart yet");
+    card.axisStart.textContent = "";
+    card.axisEnd.textContent = "";
+    return;
+  }
+  const end = bars.at(-1).time;
+  const span = Math.max(end - bars[0].time, CHART_MIN_MINUTES * BAR_MS);
+  card.axisStart.textContent = formatTime(end - span, market, "minute");
+  card.axisEnd.textContent = formatTime(end, market, "minute");
+  const x = (time) => 100 - ((end - time) / span) * 100;
+  let low = Infinity;
+  let high = -Infinity;
+  for (const bar of bars) {
+    low = Math.min(low, bar.close);
+    high = Math.max(high, bar.close);
+  }
+  const pad = (high - low) * 0.08 || Math.abs(high) * 0.001 || 1;
+  low -= pad;
+  high += pad;
+  const y = (price) => 30 - ((price - low) / (high - low)) * 28;
+  const points = bars.map((bar) => [x(bar.time), y(bar.close)]);
+  if (points.length === 1) points.unshift([x(end - BAR_MS), points[0][1]]); // one bar: a flat stub
+  const line = points.map(([px, py]) => `${px.toFixed(2)},${py.toFixed(2)}`).join(" ");
+  card.line.setAttribute("points", line);
+  card.area.setAttribute(
+    "d", bars.length < 2 ? "" : `M${points[0][0].toFixed(2)},30 L${line.replaceAll(" ", " L")} L100,30 Z`,
+  );
+
+  const previous = card.state?.previous_close;
+  const baseVisible = previous != null && previous > low && previous < high;
+  card.base.setAttribute("visibility", baseVisible ? "visible" : "hidden");
+  if (baseVisible) {
+    const by = y(previous).toFixed(2);
+    card.base.setAttribute("y1", by);
+    card.base.setAttribute("y2", by);
+  }
+
+  const most = Math.max(...bars.map((bar) => bar.volume)) || 1;
+  const width = Math.min(3, (BAR_MS / span) * 100 * 0.7);
+  let d = "";
+  for (const bar of bars) {
+    const h = (bar.volume / most) * 8;
+    if (h > 0) d += `M${(x(bar.time) - width / 2).toFixed(2)},40 v${(-h).toFixed(2)} h${width.toFixed(2)} v${h.toFixed(2)} Z`;
+  }
+  let path = card.volumeBars.firstElementChild;
+  if (!path) {
+    path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+    card.volumeBars.append(path);
+  }
+  path.setAttribute("d", d);
+
+  const first = bars[0];
+  const last = bars.at(-1);
+  card.chart.setAttribute(
+    "aria-label",
+    `${bars.length}-minute chart from ${formatTime(first.time, market, "minute")} ` +
+      `(${formatPrice(first.open, market)}) to ${formatTime(last.time, market, "minute")} ` +
+      `(${formatPrice(last.close, market)})`,
+  );
+}
+
+// ---------------------------------------------------------------------------- sorting
+
+const sortSelect = document.getElementById("sort-select");
+
+/** Larger first; a card without the value goes last. */
+function descending(a, b) {
+  if (a == null || b == null) return (a == null) - (b == null);
+  return b - a;
+}
+
+const bySymbol = (a, b) => collator.compare(a.symbol, b.symbol);
+/** Sort orders: `compare` of two cards (null: the order added); `live` when prices move it. */
+const SORTS = {
+  added: { compare: null, live: false },
+  symbol: { compare: bySymbol, live: false },
+  name: {
+    compare: (a, b) => {
+      const [x, y] = [a.state?.name, b.state?.name];
+      if (!x || !y) return (!x) - (!y) || bySymbol(a, b);
+      return collator.compare(x, y) || bySymbol(a, b);
+    },
+    live: true, // names arrive with the first update
+  },
+  change: {
+    compare: (a, b) => descending(a.state?.change_percent, b.state?.change_percent) || bySymbol(a, b),
+    live: true,
+  },
+  volume: { compare: (a, b) => descending(a.state?.volume, b.state?.volume) || bySymbol(a, b), live: true },
+};
+let sortBy = "added";
+let sortPending = false;
+
+function loadSort() {
+  let stored = null;
+  try {
+    stored = localStorage.getItem(SORT_KEY);
+  } catch {
+    stored = null;
+  }
+  return Object.hasOwn(SORTS, stored ?? "") ? stored : "added";
+}
+
+function saveSort() {
+  try {
+    localStorage.setItem(SORT_KEY, sortBy);
+  } catch {
+    /* the page works without storage */
+  }
+}
+
+/**
+ * Put the cards in the chosen order, moving only those out of place. Focus stays where it
+ * was (moveBefore keeps it; older browsers lose it on a move, so it is given back).
+ */
+function applySort() {
+  sortPending = false;
+  const order = [...cards.values()];
+  const { compare } = SORTS[sortBy];
+  if (compare) order.sort(compare); // stable: ties keep the order added
+  const focused = document.activeElement;
+  let at = cardsEl.firstElementChild;
+  for (const card of order) {
+    if (card.el === at) {
+      at = at.nextElementSibling;
+      continue;
+    }
+    if (typeof cardsEl.moveBefore === "function") cardsEl.moveBefore(card.el, at);
+    else cardsEl.insertBefore(card.el, at);
+  }
+  if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
+}
+
+sortSelect.addEventListener("change", () => {
+  sortBy = Object.hasOwn(SORTS, sortSelect.value) ? sortSelect.value : "added";
+  saveSort();
+  applySort();
+});
+setInterval(() => {
+  if (sortPending && !cardsEl.matches(":hover")) applySort();
+}, SORT_EVERY_MS);
 
 // ---------------------------------------------------------------------------- the socket
 
@@ -334,6 +672,14 @@ class PriceSocket {
     clearInterval(this.pingTimer);
     clearTimeout(this.pongTimer);
     markHealthUnknown();
+    // Every price on the page is now "as of" its last update, until data flows again; the
+    // server may come back as a new process, so seq restarts and history is asked again.
+    for (const card of cards.values()) {
+      card.fresh = false;
+      card.lastSeq = null;
+      card.historyWanted = true;
+    }
+    markAllDirty();
     if (event && AUTH_CLOSE[event.code]) {
       // Retrying with the same token would only be refused again: ask for a new one.
       setConnection("disconnected", `disconnected: ${AUTH_CLOSE[event.code]}`);
@@ -353,7 +699,19 @@ class PriceSocket {
   ping() {
     if (!this.send({ action: "ping" })) return;
     clearTimeout(this.pongTimer);
-    this.pongTimer = setTimeout(() => this.ws && this.ws.close(), PONG_TIMEOUT_MS);
+    this.pongTimer = setTimeout(() => this.drop(), PONG_TIMEOUT_MS);
+  }
+
+  /**
+   * No pong: the connection is half-open. A close() on it may take long to report "close"
+   * (the closing handshake cannot finish), so the page gives up on it at once: stale cards
+   * now, and the reconnect begins.
+   */
+  drop() {
+    const ws = this.ws;
+    if (!ws) return;
+    this.onClose(ws, null);
+    ws.close();
   }
 
   pong() {
@@ -379,6 +737,7 @@ function handleMessage(message) {
       break;
     case "subscription":
       for (const symbol of message.failed ?? []) markFailed(symbol, "see the message above");
+      applySort(); // a failed card may now sort elsewhere
       refreshServerState();
       break;
     case "error":
@@ -424,6 +783,15 @@ function showServerError(text) {
     } else if (reason === "invalid") {
       markFailed(symbol, "invalid symbol");
       showInvalid(symbol);
+    } else if (RETRIED_FAILURES.has(reason)) {
+      const name = MARKET_CONVENTION[market].name;
+      const why = reason === "timeout" ? "did not answer in time" : "is not connected";
+      markFailed(symbol, `${name} provider ${why}`, true);
+      showMessage(
+        "warning",
+        `${symbol}: the ${name} provider ${why}; the page subscribes again when it is back.`,
+        { original: text, key: `${reason}-${market}` },
+      );
     } else {
       markFailed(symbol, reason);
       showMessage("error", `${symbol} could not be subscribed (${reason}).`, { original: text });
@@ -469,6 +837,7 @@ function addSymbol(raw) {
   }
   input.removeAttribute("aria-invalid");
   addCard(parsed.symbol, parsed.market);
+  applySort();
   saveWatchlist();
   socket.send({ action: "subscribe", symbols: [parsed.symbol] });
   return true;
@@ -521,6 +890,8 @@ async function pollServer() {
     const [status, health] = await Promise.all([getJson(STATUS_URL), getJson(HEALTH_URL)]);
     renderQuota(status);
     renderHealth(health);
+    renderMarkets(health.markets);
+    retryFailed();
   } catch {
     markHealthUnknown();
   }
@@ -558,7 +929,9 @@ const STATE_TEXT = {
 
 function renderHealth(health) {
   healthEl.replaceChildren();
+  const states = {};
   for (const p of health.providers ?? []) {
+    (states[p.market] ??= []).push(p.state);
     const item = document.createElement("li");
     item.dataset.state = p.state;
     // "simulated" is the server's word for a market without credentials (health.simulated).
@@ -570,10 +943,75 @@ function renderHealth(health) {
     if (p.state !== "connected" && p.last_error) item.textContent += ` — ${p.last_error}`;
     healthEl.append(item);
   }
+  if (JSON.stringify(states) !== JSON.stringify(providerStates)) {
+    providerStates = states;
+    markAllDirty(); // cards of a market whose provider went down (or came back) change
+  }
 }
 
 function markHealthUnknown() {
   for (const item of healthEl.children) item.dataset.state = "unreachable";
+  marketsEl.dataset.unknown = "";
+}
+
+/** market -> the states of its providers, from the last /health. */
+let providerStates = {};
+
+/**
+ * Why the market's prices are not flowing, from the last /health: null while one of its
+ * providers is connected (or health has not been read yet).
+ */
+function providerTrouble(market) {
+  const states = providerStates[market];
+  if (!states || states.length === 0 || states.includes("connected")) return null;
+  return `${market} provider ${STATE_TEXT[states[0]] ?? states[0]}`;
+}
+
+/** Subscribe again to the symbols that failed for a reason that heals (provider down). */
+function retryFailed() {
+  const symbols = [];
+  for (const card of cards.values()) {
+    if (card.failure?.retry && !providerTrouble(card.market)) {
+      card.failure.retry = false; // once per failure: a new failure arms it again
+      symbols.push(card.symbol);
+    }
+  }
+  if (symbols.length) socket.send({ action: "subscribe", symbols });
+}
+
+// ---------------------------------------------------------------------------- market hours
+
+const marketsEl = document.getElementById("markets");
+/** market -> {phase, next_change} from the last /health (its "markets"). */
+let marketPhases = {};
+
+/** A badge per market: "KR open · until 15:20 KST", "US closed · until Mon 04:00 ET". */
+function renderMarkets(markets) {
+  delete marketsEl.dataset.unknown;
+  if (!markets || typeof markets !== "object") return; // an older gateway: no badges
+  if (JSON.stringify(markets) === JSON.stringify(marketPhases)) return;
+  marketPhases = markets;
+  marketsEl.replaceChildren();
+  for (const market of Object.keys(MARKET_CONVENTION)) {
+    const info = markets[market];
+    if (!info) continue;
+    const item = document.createElement("li");
+    item.dataset.market = market;
+    item.dataset.phase = info.phase;
+    const label = document.createElement("span");
+    label.className = "phase";
+    label.textContent = `${market} ${PHASE_TEXT[info.phase] ?? info.phase}`;
+    item.append(label);
+    const next = Date.parse(info.next_change);
+    if (Number.isFinite(next)) {
+      const until = document.createElement("span");
+      until.className = "until";
+      until.textContent = ` · until ${formatTime(next, market, "minute")}`;
+      item.append(until);
+    }
+    marketsEl.append(item);
+  }
+  markAllDirty(); // each card names its market's session when it is not open
 }
 
 // ---------------------------------------------------------------------------- token
@@ -647,6 +1085,9 @@ tokenStore.fromFragment();
 
 for (const symbol of loadWatchlist()) addCard(symbol, parseSymbol(symbol).market);
 emptyEl.hidden = cards.size > 0;
+sortBy = loadSort();
+sortSelect.value = sortBy;
+applySort();
 saveWatchlist(); // a first visit stores the defaults
 window.addEventListener("online", () => { if (!socket.ws) socket.connect(); });
 setInterval(pollServer, POLL_EVERY_MS);
