@@ -60,8 +60,9 @@ class Gateway:
     """``python -m trio_stock --port PORT ARGS`` in a subprocess, started and stopped by a test."""
 
     def __init__(self, *args: str, port: int = 0, env: dict[str, str] | None = None) -> None:
-        # A clean environment, so a developer's own provider keys never leak into a test;
-        # the simulated market trades around the clock unless ``env`` says otherwise.
+        # A clean environment, so a developer's own provider keys never leak into a test.
+        # The simulated market keeps exchange hours, as `python -m trio_stock` does: a test
+        # that needs ticks at any hour passes ``--sim-always-open true`` itself.
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "FMP_", "TRIO_STOCK_"))
         }
@@ -69,7 +70,7 @@ class Gateway:
             [sys.executable, "-m", "trio_stock", "--port", str(port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**base, "TRIO_STOCK_SIM_ALWAYS_OPEN": "1", **(env or {})},
+            env={**base, **(env or {})},
             cwd=ROOT,
             text=True,
         )
