@@ -92,6 +92,24 @@ async def test_trades_make_one_bar_per_minute_and_quotes_make_none(
         assert fourth - first == 3 * 60_000
 
 
+async def test_a_replayed_last_trade_is_not_counted_twice(
+    autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
+) -> None:
+    """A provider that republishes the last trade (the simulated market does so on a
+    subscribe while closed) must not double that trade's volume."""
+    async with hub.subscriber() as sub:
+        await hub.subscribe(sub, [A])
+        minute = await to_next_minute(hub)
+        assert kr.link is not None
+        now = kr.link.now_ns()
+        last = Tick(A, TickKind.TRADE, now, now, price=100.0, size=10.0)
+        kr.link.publish(last)
+        kr.link.publish(last)  # the same trade again: a snapshot, not a second trade
+        await trio.sleep(1)
+        kr.trade(A, 100.0, 10)  # a new trade at the same price and size counts
+        assert hub.history(A) == [Bar(minute, 100.0, 100.0, 100.0, 100.0, 20.0)]
+
+
 async def test_quotes_alone_leave_no_history(
     autojump_clock: trio.testing.MockClock, hub: Hub, kr: ScriptedProvider
 ) -> None:

@@ -628,8 +628,9 @@ class Hub:
             self._unrouted += 1
             return
         link = topic.link
+        prev = self._latest.get(tick.symbol)
         state = merge(
-            self._latest.get(tick.symbol),
+            prev,
             tick,
             market=link.market,
             provider=link.name,
@@ -638,7 +639,7 @@ class Hub:
         if tick.symbol not in self._latest and len(self._latest) >= self.cache_limit:
             self._evict_cold()
         self._latest[tick.symbol] = state
-        if tick.kind is _TRADE and tick.price is not None:
+        if tick.kind is _TRADE and tick.price is not None and not _replayed(prev, tick):
             bars = self._history.get(tick.symbol)
             if bars is None:
                 self._history[tick.symbol] = BarHistory(
@@ -734,3 +735,14 @@ class Hub:
             upstream=tuple(usage),
             providers=tuple(link.provider.statistics() for link in self._links.values()),
         )
+
+
+def _replayed(prev: SymbolState | None, tick: Tick) -> bool:
+    """True when ``tick`` repeats the last trade (a provider's snapshot on subscribe, e.g. the
+    simulated market outside trading hours): counting it again would double its volume."""
+    return (
+        prev is not None
+        and tick.provider_time_ns == prev.last_time_ns
+        and tick.price == prev.last_price
+        and tick.size == prev.last_size
+    )
