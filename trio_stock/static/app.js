@@ -1008,6 +1008,7 @@ function renderMarkets(markets) {
       until.className = "until";
       until.textContent = ` · until ${formatTime(next, market, "minute")}`;
       item.append(until);
+      item.title = item.textContent;
     }
     marketsEl.append(item);
   }
