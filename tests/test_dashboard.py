@@ -154,7 +154,8 @@ def rewrite_health(page: Page, change: Any) -> None:
 
 
 def order(page: Page) -> list[str]:
-    return page.eval_on_selector_all(".card", "(cards) => cards.map((c) => c.dataset.symbol)")
+    symbols = page.eval_on_selector_all(".card", "(cards) => cards.map((c) => c.dataset.symbol)")
+    return [str(symbol) for symbol in symbols]
 
 
 def test_first_visit_loads_clean_connects_and_shows_both_markets(page: Page) -> None:
@@ -607,8 +608,8 @@ def test_phone_layout_colours_and_the_readme_screenshot(page: Page) -> None:
                 }}""",
                 polling=50,
             ).json_value()
-            want = [*CONVENTION[market, "up" if flash["up"] else "down"], round(0.35 * 255)]
-            assert all(abs(a - b) <= 3 for a, b in zip(flash["rgba"], want, strict=True)), flash
+            rgba = [*CONVENTION[market, "up" if flash["up"] else "down"], round(0.35 * 255)]
+            assert all(abs(a - b) <= 3 for a, b in zip(flash["rgba"], rgba, strict=True)), flash
 
         # The picture goes to build/ (ignored by git); make screenshot writes docs/ instead.
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

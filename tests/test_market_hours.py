@@ -176,3 +176,22 @@ async def test_health_and_status_say_each_markets_phase_and_next_change(
         "phase": "closing",
         "next_change": "2024-03-13T06:30:00+00:00",
     }
+
+
+async def test_an_always_open_simulated_market_reports_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config.from_mapping({"TRIO_STOCK_SIM_ALWAYS_OPEN": "true"})
+    async with memory_server(config) as server:
+        stream = server.connect_stream()
+        await stream.send_all(
+            b"GET /api/v2/realtime/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    markets = orjson.loads(data.partition(b"\r\n\r\n")[2])["markets"]
+    assert markets == {
+        "KR": {"phase": "open", "next_change": None},
+        "US": {"phase": "open", "next_change": None},
+    }

@@ -43,14 +43,20 @@ class TradingPhase:
     """A market's trading phase now and when it changes next (:mod:`trio_stock.market_hours`)."""
 
     phase: MarketPhase
-    next_change: str  # ISO-8601 UTC, seconds
+    next_change: str | None  # ISO-8601 UTC, seconds; None for a market that never closes
 
 
-def trading_phases(epoch_ns: int) -> dict[str, TradingPhase]:
+def trading_phases(
+    epoch_ns: int, always_open: frozenset[Market] = frozenset()
+) -> dict[str, TradingPhase]:
     """Every market's phase at ``epoch_ns``, by market ("KR", "US"): live or simulated,
-    a board can say "closed" and when it opens."""
+    a board can say "closed" and when it opens. ``always_open`` markets (a simulated
+    market run with ``--sim-always-open``) are open, with no next change."""
     phases = {}
     for market in Market:
+        if market in always_open:
+            phases[market.value] = TradingPhase(MarketPhase.OPEN, None)
+            continue
         change = market_hours.next_change(market, epoch_ns) // 1_000_000_000
         phases[market.value] = TradingPhase(
             market_hours.phase(market, epoch_ns),

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..auth import ANONYMOUS, Grant
-from ..hub import BAR_SECONDS, FailureReason
+from ..hub import BAR_SECONDS, FailureReason, HubStatistics
+from ..model import Market
 from ..symbols import normalize_symbol
 from ..transport.http import Request, Response
 from ..upstream.contract import ProviderState, ProviderStatistics
@@ -73,7 +74,7 @@ def health(state: ServerState) -> Response:
             callbacks_registered=state.websocket_clients,
             reconnect_attempts=sum(p.reconnect_attempts for p in stats.providers),
             providers=stats.providers,
-            markets=trading_phases(state.hub.clock.now_ns()),
+            markets=trading_phases(state.hub.clock.now_ns(), _always_open(state, stats)),
         ),
     )
 
@@ -106,7 +107,7 @@ def status(state: ServerState) -> Response:
                 for u in stats.upstream
             ),
             providers=stats.providers,
-            markets=trading_phases(state.hub.clock.now_ns()),
+            markets=trading_phases(state.hub.clock.now_ns(), _always_open(state, stats)),
         ),
     )
 
@@ -223,6 +224,13 @@ def cache_symbol(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> R
     return respond(
         200, CachedSymbol(canonical, _cache_entry(state_fields(latest), latest.kind.value))
     )
+
+
+def _always_open(state: ServerState, stats: HubStatistics) -> frozenset[Market]:
+    """Markets served by a simulated market that trades around the clock."""
+    if not state.config.sim_always_open:
+        return frozenset()
+    return frozenset(p.market for p in stats.providers if not p.live)
 
 
 def liveness(state: ServerState) -> Response:
