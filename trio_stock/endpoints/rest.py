@@ -211,13 +211,21 @@ def cache(request: Request, state: ServerState, grant: Grant = ANONYMOUS) -> Res
     return respond(200, Cache(total=len(states), returned=len(data), limit=limit, data=data))
 
 
-def cache_symbol(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
+def _entitled_symbol(symbol: str, grant: Grant) -> str | Response:
+    """The canonical symbol of a path, or its 422 (invalid) / 403 (not entitled) answer."""
     try:
         canonical, market = normalize_symbol(symbol)
     except ValueError:
         return error(422, f"invalid symbol: {symbol[:32]!r}")
     if not grant.allows(market):
         return error(403, f"this token is not entitled to the {market.value} market")
+    return canonical
+
+
+def cache_symbol(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
+    canonical = _entitled_symbol(symbol, grant)
+    if isinstance(canonical, Response):
+        return canonical
     latest = state.hub.latest(canonical)
     if latest is None:
         return error(404, f"no cached data for {canonical}")
@@ -255,12 +263,9 @@ def readiness(state: ServerState) -> Response:
 
 def history(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
     """``GET history/{symbol}``: the symbol's one-minute bars, for a chart at first sight."""
-    try:
-        canonical, market = normalize_symbol(symbol)
-    except ValueError:
-        return error(422, f"invalid symbol: {symbol[:32]!r}")
-    if not grant.allows(market):
-        return error(403, f"this token is not entitled to the {market.value} market")
+    canonical = _entitled_symbol(symbol, grant)
+    if isinstance(canonical, Response):
+        return canonical
     bars = state.hub.history(canonical)
     if not bars:
         return error(404, f"no history for {canonical}")
