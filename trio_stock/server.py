@@ -15,28 +15,26 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import enum
 import errno
 import functools
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import trio
 
 from .access import build_verifier, redact
-from .auth import ANONYMOUS, Grant
 from .config import Config
-from .endpoints import metrics, rest
 from .endpoints.client import CLOSE_GOING_AWAY, CLOSE_INTERNAL, ClientLimits, ClientSession
 from .endpoints.prices import PricesProtocol
 from .endpoints.protocol import ClientProtocol
 from .endpoints.stock import StockProtocol
 from .errors import ConfigError
 from .hub import Hub
+from .routes import route
 from .state import ServerState, client_limits
 from .transport.http import (
     HEAD_TIMEOUT,
@@ -44,8 +42,6 @@ from .transport.http import (
     PeerStalled,
     Request,
     RequestError,
-    Response,
-    error_response,
 )
 from .transport.wsserver import ServerWebSocket, handshake_response
 
@@ -372,99 +368,3 @@ def _log_closed(
             "user": user,
         },
     )
-
-
-# ---- REST routing ------------------------------------------------------------------
-
-
-class Access(enum.Enum):
-    """Who may use a route when auth is on (with auth off, everyone may use every route)."""
-
-    PUBLIC = "public"  # the dashboard's files and health: no market data
-    USER = "user"  # market data: any valid token, filtered by its markets
-    ADMIN = "admin"  # server-held subscriptions and metrics: the token's 'admin' claim
-
-
-# A handler gets the request, the shared state, the caller's grant, and the path's tail
-# after a prefix route's prefix ("" for exact routes).
-Handler = Callable[[Request, "ServerState", Grant, str], Awaitable[Response] | Response]
-
-
-@attrs.frozen
-class Route:
-    method: str
-    access: Access
-    handler: Handler
-
-
-async def route(request: Request, state: ServerState) -> Response:
-    """Answer a plain HTTP request: find the route, check the method and the caller."""
-    found = _find(request.path)
-    if found is None:
-        return error_response(404, f"not found: {request.path[:200]}")
-    entry, tail = found
-    method = "GET" if request.method == "HEAD" else request.method  # HEAD: GET's head
-    if method != entry.method:
-        return _not_allowed(entry.method)
-    grant = ANONYMOUS
-    if entry.access is not Access.PUBLIC:
-        authorized = state.access.authorize(request, admin=entry.access is Access.ADMIN)
-        if isinstance(authorized, RequestError):
-            return error_response(authorized.status, authorized.detail, authorized.headers)
-        grant = authorized
-    answer = entry.handler(request, state, grant, tail)
-    return answer if isinstance(answer, Response) else await answer
-
-
-def _find(path: str) -> tuple[Route, str] | None:
-    """The route of ``path``: an exact one, or a prefix one whose tail is one segment."""
-    exact = _ROUTES.get(path)
-    if exact is not None:
-        return exact, ""
-    for prefix, entry in _PREFIX_ROUTES.items():
-        tail = path.removeprefix(prefix)
-        if tail != path and tail and "/" not in tail:
-            return entry, tail
-    return None
-
-
-def _not_allowed(method: str) -> Response:
-    allowed = "GET, HEAD" if method == "GET" else method
-    return error_response(405, f"method not allowed; use {method}", headers=(("allow", allowed),))
-
-
-def _static(name: str, state: ServerState) -> Response:
-    response = state.static_files.get(name)
-    if response is None:
-        return error_response(404, f"not found: /static/{name[:200]}")
-    return response
-
-
-def _metrics(state: ServerState) -> Response:
-    return Response(200, metrics.render(state).encode(), metrics.CONTENT_TYPE)
-
-
-_ROUTES: dict[str, Route] = {
-    "/": Route("GET", Access.PUBLIC, lambda req, st, g, t: _static("index.html", st)),
-    "/health": Route("GET", Access.PUBLIC, lambda req, st, g, t: rest.liveness(st)),
-    "/ready": Route("GET", Access.PUBLIC, lambda req, st, g, t: rest.readiness(st)),
-    rest.PREFIX + "/health": Route("GET", Access.PUBLIC, lambda req, st, g, t: rest.health(st)),
-    rest.PREFIX + "/status": Route("GET", Access.USER, lambda req, st, g, t: rest.status(st)),
-    rest.PREFIX + "/subscribe": Route(
-        "POST", Access.ADMIN, lambda req, st, g, t: rest.subscribe(req, st)
-    ),
-    rest.PREFIX + "/unsubscribe": Route(
-        "POST", Access.ADMIN, lambda req, st, g, t: rest.unsubscribe(req, st)
-    ),
-    rest.PREFIX + "/cache": Route("GET", Access.USER, lambda req, st, g, t: rest.cache(req, st, g)),
-    "/metrics": Route("GET", Access.ADMIN, lambda req, st, g, t: _metrics(st)),
-}
-_PREFIX_ROUTES: dict[str, Route] = {
-    "/static/": Route("GET", Access.PUBLIC, lambda req, st, g, name: _static(name, st)),
-    rest.PREFIX + "/cache/": Route(
-        "GET", Access.USER, lambda req, st, g, symbol: rest.cache_symbol(symbol, st, g)
-    ),
-    rest.PREFIX + "/history/": Route(
-        "GET", Access.USER, lambda req, st, g, symbol: rest.history(symbol, st, g)
-    ),
-}
