@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from trio_stock import Config, ConfigError, Secret
-from trio_stock.config import AuthMode, KrProvider
+from trio_stock.config import AuthMode, KrProvider, is_secret
 
 
 def test_defaults_need_no_configuration() -> None:
@@ -104,7 +104,8 @@ def test_each_malformed_setting_fails_naming_its_variable() -> None:
         env = field.metadata["env"]
         with pytest.raises(ConfigError) as refused:
             Config.from_mapping({env: text})
-        assert str(refused.value).startswith(f"{env}='{text}': must be "), str(refused.value)
+        shown = "***" if is_secret(field) else f"'{text}'"  # KIS_ACCOUNTS holds secrets
+        assert str(refused.value).startswith(f"{env}={shown}: must be "), str(refused.value)
         checked += 1
     assert checked >= 25  # every typed setting is covered, not a handful
 

@@ -12,6 +12,7 @@ config can be logged or shown in health without leaking a key.
 from __future__ import annotations
 
 import enum
+import hashlib
 import io
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import attrs
 import cattrs
 import dotenv
+import orjson
 from cattrs.errors import AttributeValidationNote as AttributeNote
 
 from .converter import converter
@@ -54,6 +56,30 @@ class Secret:
         return "Secret('***')"
 
     __str__ = __repr__
+
+
+@attrs.frozen
+class KisAccount:
+    """One KIS app key of ``KIS_ACCOUNTS``: one WebSocket session of the pool.
+
+    ``env`` and ``custtype`` None mean ``KIS_ENV`` / ``KIS_CUSTTYPE``
+    (:meth:`Config.kis_account_list` fills them in).
+    """
+
+    app_key: Secret
+    app_secret: Secret
+    env: str | None = attrs.field(
+        default=None, validator=attrs.validators.in_((None, *KIS_WS_URLS))
+    )
+    custtype: str | None = attrs.field(
+        default=None, validator=attrs.validators.in_((None, "P", "B"))
+    )
+
+    def label(self, number: int) -> str:
+        """A short name for health and logs, e.g. ``kis-1 (a3f9…)``: a SHA-256 prefix of
+        the app key, which cannot be turned back into the key."""
+        digest = hashlib.sha256(self.app_key.reveal().encode()).hexdigest()[:4]
+        return f"kis-{number} ({digest}\u2026)"
 
 
 class KrProvider(enum.Enum):
@@ -178,6 +204,10 @@ class Config:
     log_format: str = _setting("TRIO_STOCK_LOG_FORMAT", "text", _one_of("text", "json"))
     kis_app_key: Secret | None = _setting("KIS_APP_KEY", None)
     kis_app_secret: Secret | None = _setting("KIS_APP_SECRET", None)
+    # Several app keys, one session each, as one pool (kis_pool.py): a JSON array.
+    kis_accounts: tuple[KisAccount, ...] | None = _setting(
+        "KIS_ACCOUNTS", None, lambda config, _, value: _one_kis_form(config, value)
+    )
     kis_env: str = _setting("KIS_ENV", "real", _one_of("real", "paper"))
     kis_ws_url: str | None = _setting("KIS_WS_URL", None, _url)
     kis_rest_url: str | None = _setting("KIS_REST_URL", None, _url, converter=_trim_http)
@@ -209,8 +239,21 @@ class Config:
 
     @property
     def kis_configured(self) -> bool:
-        """True when both KIS credentials are present."""
-        return self.kis_app_key is not None and self.kis_app_secret is not None
+        """True when KIS credentials are present (both of the one-key form, or KIS_ACCOUNTS)."""
+        one_key = self.kis_app_key is not None and self.kis_app_secret is not None
+        return one_key or self.kis_accounts is not None
+
+    def kis_account_list(self) -> tuple[KisAccount, ...]:
+        """``KIS_ACCOUNTS`` with each account's ``env``/``custtype`` defaulted to
+        ``KIS_ENV``/``KIS_CUSTTYPE`` (empty when it is not set)."""
+        return tuple(
+            attrs.evolve(
+                account,
+                env=account.env or self.kis_env,
+                custtype=account.custtype or self.kis_custtype,
+            )
+            for account in self.kis_accounts or ()
+        )
 
     @classmethod
     def from_env(
@@ -276,7 +319,15 @@ attrs.resolve_types(Config)  # real types on the fields, for cattrs and --help
 
 def is_secret(field: attrs.Attribute[Any]) -> bool:
     """True for a setting that holds a secret (no flag, never shown)."""
-    return field.type is Secret or Secret in typing.get_args(field.type)
+    secrets = (Secret, tuple[KisAccount, ...])
+    return field.type in secrets or any(t in secrets for t in typing.get_args(field.type))
+
+
+def _one_kis_form(config: Config, accounts: tuple[KisAccount, ...] | None) -> None:
+    if accounts is not None and (config.kis_app_key or config.kis_app_secret):
+        raise SettingError(
+            "give either KIS_ACCOUNTS or KIS_APP_KEY/KIS_APP_SECRET, not both", "kis_accounts"
+        )
 
 
 # ---- text to values: the converter's hooks -----------------------------------------------
@@ -329,6 +380,51 @@ _settings.register_structure_hook_func(
     lambda kind: isinstance(kind, type) and issubclass(kind, enum.Enum), _choice
 )
 _settings.register_structure_hook(Secret, lambda text, _: Secret(text))
+
+# KIS_ACCOUNTS: JSON text, then each object through the shared converter, strictly.
+_accounts = converter.copy(forbid_extra_keys=True)
+ACCOUNTS_EXPECTED = (
+    'must be a JSON array of objects {"app_key": "...", "app_secret": "...", '
+    '"env": "real"|"paper" (optional), "custtype": "P"|"B" (optional)}'
+)
+
+
+def _secret(value: object, _: type) -> Secret:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("not a non-empty string")
+    return Secret(value)
+
+
+_accounts.register_structure_hook(Secret, _secret)
+
+
+def _kis_accounts(text: str, _: type) -> tuple[KisAccount, ...]:
+    """Parse ``KIS_ACCOUNTS``. Errors say where and what was expected, never a value
+    (nor a key's name, which could be a misplaced app key)."""
+    try:
+        items = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise SettingError(f"{ACCOUNTS_EXPECTED}; this is not JSON") from None
+    if not isinstance(items, list) or not items:
+        raise SettingError(f"{ACCOUNTS_EXPECTED}; this is not a non-empty array")
+    accounts = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise SettingError(f"{ACCOUNTS_EXPECTED}; item {number} is not an object")
+        try:
+            accounts.append(_accounts.structure(item, KisAccount))
+        except (cattrs.BaseValidationError, ValueError, TypeError):
+            raise SettingError(
+                f"{ACCOUNTS_EXPECTED}; item {number} does not fit (a key missing, unknown, "
+                "empty or of the wrong type)"
+            ) from None
+    keys = [account.app_key for account in accounts]
+    if len(set(keys)) != len(keys):
+        raise SettingError(f"{ACCOUNTS_EXPECTED}; the same app_key is given twice")
+    return tuple(accounts)
+
+
+_settings.register_structure_hook_func(lambda kind: kind == tuple[KisAccount, ...], _kis_accounts)
 _settings.register_structure_hook_func(lambda kind: kind == tuple[str, ...], _comma_list)
 
 
