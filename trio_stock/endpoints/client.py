@@ -102,7 +102,8 @@ class ClientSession:
         # The client's grant; None while a token is awaited (auth on, none shown yet).
         self.grant: Grant | None = ANONYMOUS if access is None or not access.enabled else None
         self._token = token  # brought with the upgrade; verified when the session starts
-        self._auth_deadline = trio.CancelScope()  # no token in time, or the token expired
+        # No token in time, or the token expired; made only when auth is on (idle memory).
+        self._auth_deadline: trio.CancelScope | None = None
         self._counted_as: str | None = None  # the subject whose connection count we hold
         ws.wake = self.subscriber.nudge  # a pong to send wakes the writer
         self._outbox: list[bytes] = []  # replies, sent before the updates taken with them
@@ -230,14 +231,14 @@ class ClientSession:
 
     def _start_authentication(self, nursery: trio.Nursery) -> None:
         """Verify the upgrade's token, or give the client ``AUTH_WAIT`` s to send one."""
-        self._auth_deadline.deadline = trio.current_time() + AUTH_WAIT
-        nursery.start_soon(self._watch_auth_deadline)
+        self._auth_deadline = trio.CancelScope(deadline=trio.current_time() + AUTH_WAIT)
+        nursery.start_soon(self._watch_auth_deadline, self._auth_deadline)
         if self._token is not None:
             token, self._token = self._token, None
             self._authenticate(token)
 
-    async def _watch_auth_deadline(self) -> None:
-        with self._auth_deadline:
+    async def _watch_auth_deadline(self, deadline: trio.CancelScope) -> None:
+        with deadline:
             await trio.sleep_forever()
         if self.grant is None:
             self._end(CLOSE_UNAUTHENTICATED, AUTH_FIRST)
@@ -298,6 +299,7 @@ class ClientSession:
             self.hub.max_symbols_per_subscriber, grant.max_symbols or sys.maxsize
         )
         lifetime = grant.expires_at - self.access.now()
+        assert self._auth_deadline is not None  # started with the session (auth on)
         self._auth_deadline.deadline = trio.current_time() + lifetime + EXPIRY_GRACE
         return grant
 
