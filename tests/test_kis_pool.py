@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
-from trio_stock.config import Config, KisAccount
+from trio_stock.clock import WallClock
+from trio_stock.config import Config, KisAccount, Secret
 from trio_stock.errors import ConfigError
+from trio_stock.hub import FailureReason, Hub, Policy
+from trio_stock.upstream.backoff import Backoff
+from trio_stock.upstream.contract import ProviderState
+from trio_stock.upstream.kis import KisProvider
+from trio_stock.upstream.kis_pool import FAILED_AFTER_ATTEMPTS, KisPool
+
+from .conftest import EPOCH_NS
+from .fakes.fake_kis import FakeKis, trade_record
 
 KEYS = [f"PSpoolKey{n}0123456789abcdefghijklmn"[:36] for n in range(3)]
 SECRETS = [f"pool-secret-{n}-do-not-log" for n in range(3)]
@@ -95,3 +109,205 @@ def test_a_malformed_value_names_kis_accounts_and_never_echoes_a_secret(
     assert why in message
     for secret in (*KEYS, *SECRETS):
         assert secret not in message
+
+
+# ---- the pool against the fake KIS --------------------------------------------------------
+
+CODES = [f"{100_000 + n:06d}" for n in range(120)]
+
+
+def session_for(fake: FakeKis, number: int, **options: Any) -> KisProvider:
+    settings: dict[str, Any] = {
+        "app_key": Secret(KEYS[number]),
+        "app_secret": Secret(SECRETS[number]),
+        "ws_url": fake.ws_url,
+        "rest_url": fake.rest_url,
+        "backoff": Backoff(initial=1.0, maximum=30.0, jitter=0.0),
+        "register_interval": 0.05,
+        "name": f"kis-{number + 1}",
+    }
+    settings.update(options)
+    return KisProvider(**settings)
+
+
+@asynccontextmanager
+async def pooled(
+    accepted: int, sessions: int = 3, *, ack_timeout: float = 30.0, **options: Any
+) -> AsyncIterator[tuple[FakeKis, KisPool, Hub]]:
+    """A fake accepting the first ``accepted`` keys, a pool of ``sessions`` keys, a hub."""
+    async with trio.open_nursery() as nursery:
+        fake = FakeKis(accounts={KEYS[n]: SECRETS[n] for n in range(accepted)})
+        await nursery.start(fake.serve)
+        pool = KisPool([session_for(fake, n, **options) for n in range(sessions)])
+        hub = Hub([pool], linger=5.0, ack_timeout=ack_timeout, clock=WallClock(EPOCH_NS))
+        await nursery.start(hub.run)
+        yield fake, pool, hub
+        nursery.cancel_scope.cancel()
+
+
+def assert_each_code_on_one_session(fake: FakeKis, expected: set[str]) -> None:
+    by_key = fake.registered_by_key()
+    placed = [code for codes in by_key.values() for code in codes]
+    assert len(placed) == len(set(placed))  # no code on two sessions
+    assert set(placed) == expected
+
+
+async def test_three_keys_one_refused_serve_80_of_100_codes_across_clients(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with pooled(accepted=2) as (fake, pool, hub):
+        results = []
+        async with (
+            hub.subscriber() as a,
+            hub.subscriber() as b,
+            hub.subscriber() as c,
+            hub.subscriber() as d,
+            hub.subscriber() as e,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def subscribe(sub: Any, codes: list[str]) -> None:
+                results.append(await hub.subscribe(sub, codes))
+
+            for n, sub in enumerate((a, b, c, d, e)):
+                nursery.start_soon(subscribe, sub, CODES[n * 20 : n * 20 + 20])
+        accepted = {code for r in results for code in r.accepted}
+        failed = [f for r in results for f in r.failed]
+        assert (len(accepted), len(failed)) == (80, 20)
+        assert {f.reason for f in failed} == {FailureReason.QUOTA}
+        assert accepted | {f.symbol for f in failed} == set(CODES[:100])
+        assert_each_code_on_one_session(fake, accepted)
+        assert {k: len(v) for k, v in fake.registered_by_key().items()} == {
+            KEYS[0]: 40,
+            KEYS[1]: 40,
+        }
+        assert fake.max_registrations == 40  # no session ever above its cap
+        stats = pool.statistics()
+        assert (stats.state, stats.quota, stats.registrations) == (
+            ProviderState.CONNECTED,
+            80,
+            80,
+        )
+        assert [(s.label, s.state, s.used, s.quota) for s in stats.sessions] == [
+            ("kis-1", ProviderState.CONNECTED, 40, 40),
+            ("kis-2", ProviderState.CONNECTED, 40, 40),
+            ("kis-3", ProviderState.AUTH_FAILED, 0, 40),
+        ]
+        assert fake.sessions_per_key == {KEYS[0]: 1, KEYS[1]: 1}
+        text = repr(stats)
+        for secret in (*KEYS, *SECRETS, *fake.approvals):
+            assert secret not in text
+
+
+async def test_a_dropped_session_moves_its_codes_to_sessions_with_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with (
+        pooled(accepted=3) as (fake, pool, hub),
+        hub.subscriber() as first,
+        hub.subscriber() as second,
+    ):
+        assert (await hub.subscribe(first, CODES[:60])).ok
+        assert (await hub.subscribe(second, CODES[60:90])).ok
+        before = fake.registered_by_key()
+        assert {k: len(v) for k, v in before.items()} == {k: 30 for k in KEYS}
+        lost = before[KEYS[0]]
+        fake.failing_keys.add(KEYS[0])  # it cannot come back for a while
+        assert fake.drop(KEYS[0]) == 1
+        with trio.fail_after(60):
+            await fake.wait_until(lambda: len(fake.registered()) == 80)
+        stats = pool.statistics()
+        assert stats.sessions[0].failed
+        assert stats.sessions[0].reconnect_attempts >= FAILED_AFTER_ATTEMPTS
+        assert [s.used for s in stats.sessions] == [0, 40, 40]
+        assert fake.max_registrations == 40
+        # 20 of the 30 lost codes found room; 10 were revoked with the quota reason.
+        moved = lost & fake.registered()
+        assert len(moved) == 20
+        assert_each_code_on_one_session(fake, (set(CODES[:90]) - lost) | moved)
+        revoked = [*first.take_revoked(), *second.take_revoked()]
+        assert {f.symbol for f in revoked} == lost - moved
+        assert {f.reason for f in revoked} == {FailureReason.QUOTA}
+        # The subscribers of a moved code receive its prices again.
+        code = sorted(moved)[0]
+        holder = first if code in CODES[:60] else second
+        assert await fake.send_trades([trade_record(code, 71_500, size=3)]) == 1
+        with trio.fail_after(5):
+            while (state := await holder.receive()).symbol != code:
+                pass
+        assert state.last_price == 71_500
+        # Back again: no churn, the session registers nothing until a new code comes.
+        registrations = len(fake.requests_of("1"))
+        fake.failing_keys.clear()
+        connections = fake.connections_total
+        with trio.fail_after(60):  # the next approval (<= 8 s), then the connect
+            await fake.wait_until(lambda: fake.connections_total > connections)
+        await trio.sleep(10)
+        assert pool.statistics().sessions[0].state is ProviderState.CONNECTED
+        assert len(fake.requests_of("1")) == registrations
+        assert not pool.statistics().sessions[0].failed
+        assert (await hub.subscribe(first, [CODES[100]])).ok
+        assert fake.registered_by_key()[KEYS[0]] == {CODES[100]}
+        assert len(fake.requests_of("2")) == 0  # nothing was ever unregistered upstream
+
+
+async def test_a_key_in_use_elsewhere_backs_off_while_the_others_serve(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with pooled(accepted=2, sessions=2) as (fake, pool, hub):
+        fake.in_use_elsewhere.add(KEYS[0])
+        async with hub.subscriber() as sub:
+            result = await hub.subscribe(sub, CODES[:30])
+            assert result.accepted == tuple(CODES[:30])
+            assert fake.registered_by_key() == {KEYS[1]: set(CODES[:30])}
+            session = pool.statistics().sessions[0]
+            assert session.failed and session.detail is not None and "OPSP8996" in session.detail
+            refused_at = trio.current_time()
+            await trio.sleep(600)  # ten minutes: a long back-off each time, never a storm
+            assert fake.refused_sessions <= 2
+            assert fake.connections_total <= 2 + 600 / 60
+            assert fake.max_sessions_per_key == 1
+            assert trio.current_time() - refused_at >= 600
+            assert await fake.send_trades([trade_record(CODES[7], 70_100)]) == 1
+            while (state := await sub.receive()).symbol != CODES[7]:
+                pass
+            assert state.last_price == 70_100
+
+
+async def test_40_codes_at_once_on_a_paper_key_are_all_acknowledged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    options = {"ack_timeout": 10.0, "register_interval": 0.5}
+    async with pooled(accepted=1, sessions=1, **options) as (fake, _, hub), hub.subscriber() as sub:
+        started = trio.current_time()
+        result = await hub.subscribe(sub, CODES[:40])
+        assert result.accepted == tuple(CODES[:40]), result.failed
+        assert trio.current_time() - started >= 19.5  # past ack_timeout: paced, not lost
+        assert len(fake.registered()) == 40
+
+
+async def test_a_lone_paper_session_also_fits_the_acknowledgement_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        fake = await nursery.start(FakeKis(accounts={KEYS[0]: SECRETS[0]}).serve)
+        provider = session_for(fake, 0, register_interval=0.5)
+        hub = Hub([provider], ack_timeout=10.0, clock=WallClock(EPOCH_NS))
+        await nursery.start(hub.run)
+        async with hub.subscriber(Policy.LOSSLESS) as sub:
+            result = await hub.subscribe(sub, CODES[:40])
+            assert result.accepted == tuple(CODES[:40]), result.failed
+        nursery.cancel_scope.cancel()
+
+
+async def test_sessions_of_a_pool_register_in_parallel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    options = {"ack_timeout": 10.0, "register_interval": 0.5}
+    async with pooled(accepted=2, sessions=2, **options) as (fake, _, hub), hub.subscriber() as sub:
+        started = trio.current_time()
+        result = await hub.subscribe(sub, CODES[:80])
+        took = trio.current_time() - started
+        assert result.accepted == tuple(CODES[:80]), result.failed
+        assert 19.5 <= took < 30  # two queues of 40, side by side (one would take 40 s)
+        assert {len(v) for v in fake.registered_by_key().values()} == {40}

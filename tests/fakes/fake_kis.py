@@ -27,10 +27,14 @@ Fault switches: :meth:`FakeKis.drop` (TCP reset, no close frame), :meth:`FakeKis
 text, or bytes as a binary frame), :attr:`FakeKis.interleave` (raw frames slipped in
 before each data frame :meth:`FakeKis.send_trades` sends: junk in the middle of a tape),
 :attr:`FakeKis.sticky` (registrations outlive a dropped session, so re-registering after a
-reconnect answers ``ALREADY IN SUBSCRIBE``). :attr:`FakeKis.live_connections` counts open
-TCP connections and :attr:`FakeKis.max_sessions_per_key` the most sessions one app key
+reconnect answers ``ALREADY IN SUBSCRIBE``), :attr:`FakeKis.failing_keys` (approval
+answers 500 for these app keys: a transient failure), ``drop(app_key)`` (one key's
+sessions only). An app key missing from :attr:`FakeKis.accounts` is refused at approval
+(403). :attr:`FakeKis.live_connections` counts open TCP connections and
 :attr:`FakeKis.max_live_connections` the most open at once, so tests prove no socket leaks
-and never two sessions at a time.
+and never two sessions at a time; :attr:`FakeKis.sessions_per_key` counts the sessions
+each app key bound, :attr:`FakeKis.max_sessions_per_key` the most live at once for one
+key, and :attr:`FakeKis.max_registrations` the most registrations one session held.
 """
 
 from __future__ import annotations
@@ -131,6 +135,7 @@ class FakeKis(TwoPortFake):
     pong_timeout: float = 10.0
     extra_fields: int = 0
     in_use_elsewhere: set[str] = attrs.Factory(set)
+    failing_keys: set[str] = attrs.Factory(set)  # approval answers 500 for these (transient)
     sticky: bool = False
     seed: int = 0
     interleave: list[str | bytes] = attrs.Factory(list)
@@ -147,6 +152,9 @@ class FakeKis(TwoPortFake):
     pongs: list[str] = attrs.field(factory=list, init=False)  # echoed texts, as received
     pong_drops: int = attrs.field(default=0, init=False)
     sessions: list[Session] = attrs.field(factory=list, init=False)  # live ones
+    sessions_per_key: dict[str, int] = attrs.field(factory=dict, init=False)  # bound, ever
+    max_sessions_per_key: int = attrs.field(default=0, init=False)  # live at once, one key
+    max_registrations: int = attrs.field(default=0, init=False)  # most one session held
     ws_port: int = attrs.field(default=0, init=False)
     rest_port: int = attrs.field(default=0, init=False)
     _stale: dict[str, set[tuple[str, str]]] = attrs.field(factory=dict, init=False)
@@ -184,12 +192,23 @@ class FakeKis(TwoPortFake):
 
     # ---- faults --------------------------------------------------------------------
 
-    def drop(self) -> int:
-        """Reset every live connection without a close frame (the peer vanished, 1006)."""
-        for session in self.sessions:
+    def drop(self, app_key: str | None = None) -> int:
+        """Reset every live connection (of ``app_key`` only, if given) without a close
+        frame (the peer vanished, 1006)."""
+        chosen = [s for s in self.sessions if app_key is None or s.app_key == app_key]
+        for session in chosen:
             _reset(session.stream)
             session.scope.cancel()
-        return len(self.sessions)
+        return len(chosen)
+
+    def registered_by_key(self, tr_id: str = "H0STCNT0") -> dict[str, set[str]]:
+        """Codes registered for ``tr_id`` by the live sessions of each app key."""
+        found: dict[str, set[str]] = {}
+        for session in self.sessions:
+            if session.app_key is not None:
+                codes = {k for t, k in session.registered if t == tr_id}
+                found.setdefault(session.app_key, set()).update(codes)
+        return found
 
     def stall(self) -> int:
         """Make every live session silent and deaf (no acks, pings or data) but open."""
@@ -407,6 +426,9 @@ class FakeKis(TwoPortFake):
             return False
         session.app_key = app_key
         session.registered |= self._stale.pop(app_key, set())
+        self.sessions_per_key[app_key] = self.sessions_per_key.get(app_key, 0) + 1
+        live = sum(s.app_key == app_key for s in self.sessions)
+        self.max_sessions_per_key = max(self.max_sessions_per_key, live)
         return True
 
     async def _register(self, session: Session, tr_id: str, tr_key: str) -> None:
@@ -416,6 +438,7 @@ class FakeKis(TwoPortFake):
             await self._ack(session, tr_id, tr_key, "1", "OPSP0008", "MAX SUBSCRIBE OVER")
         else:
             session.registered.add((tr_id, tr_key))
+            self.max_registrations = max(self.max_registrations, len(session.registered))
             output = {"iv": self._token(16), "key": self._token(32)}
             await self._ack(session, tr_id, tr_key, "0", "OPSP0000", "SUBSCRIBE SUCCESS", output)
         self._notify()
@@ -468,6 +491,8 @@ class FakeKis(TwoPortFake):
         if not isinstance(fields, dict) or fields.get("grant_type") != "client_credentials":
             return 400, {"error_description": "invalid grant_type"}
         app_key = fields.get("appkey")
+        if app_key in self.failing_keys:
+            return 500, {"error_description": "internal error"}
         if not isinstance(app_key, str) or self.accounts.get(app_key) != fields.get("secretkey"):
             return 403, {"error_code": "EGW00105", "error_description": "invalid appkey/secretkey"}
         key = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))

@@ -220,3 +220,12 @@ def _bar_fields(bar: Bar) -> dict[str, Any]:
 
 
 converter.register_unstructure_hook(Bar, _bar_fields)
+
+# A pool's sessions (KIS_ACCOUNTS) appear under its provider; a single provider's
+# statistics read exactly as before (no empty ``sessions``).
+converter.register_unstructure_hook(
+    ProviderStatistics,
+    make_dict_unstructure_fn(
+        ProviderStatistics, converter, sessions=override(omit_if_default=True)
+    ),
+)

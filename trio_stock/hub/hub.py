@@ -510,9 +510,22 @@ class Hub:
         if not unanswered:
             await trio.lowlevel.checkpoint()
             return
-        with trio.move_on_after(self.ack_timeout):
+        # A paced provider registers one symbol after another (KIS paper: 0.5 s each): the
+        # deadline grows by the time its queue, this request's symbols included, needs.
+        with trio.move_on_after(self.ack_timeout + self._pacing(unanswered)):
             for topic in unanswered:
                 await topic.answered.wait()
+
+    def _pacing(self, topics: list[_Topic]) -> float:
+        """Seconds the providers of ``topics`` need to register what is pending on them
+        (``registration_delay``, optional in the provider contract: 0 without it)."""
+        delay = 0.0
+        for link in {topic.link for topic in topics}:
+            estimate = getattr(link.provider, "registration_delay", None)
+            if estimate is not None:
+                pending = sum(t.state is _TopicState.PENDING for t in link.topics)
+                delay = max(delay, float(estimate(pending)))
+        return delay
 
     def _attach_answered(
         self, subscriber: Subscriber, wanted: list[tuple[str, _Topic | Failure | None]]

@@ -29,7 +29,10 @@ and talks to it only through the :class:`UpstreamLink` it passes in:
   is synchronous and never blocks, so a provider's reader never waits on clients.
 - ``link.session_started()`` marks a new upstream session (the symbol states' ``epoch``).
 - ``statistics()`` reports the provider's state for health, status and metrics; it must
-  never contain a secret.
+  never contain a secret. A pool of sessions lists each in ``sessions``.
+- Optional: ``registration_delay(pending) -> float``, the seconds a paced provider needs
+  to register ``pending`` symbols; the hub extends a subscribe's acknowledgement deadline
+  by it (a provider without it: 0).
 """
 
 from __future__ import annotations
@@ -77,6 +80,22 @@ class ProviderState(enum.Enum):
 
 
 @attrs.frozen
+class SessionStatistics:
+    """One session of a pool (e.g. one KIS app key), named by a label, never by its key."""
+
+    label: str
+    state: ProviderState
+    used: int  # codes the pool placed on this session (registered or pending)
+    quota: int
+    registrations: int
+    connects: int
+    reconnect_attempts: int
+    failed: bool  # the pool moved its codes away; it takes new codes once back
+    last_error: str | None = None
+    detail: str | None = None
+
+
+@attrs.frozen
 class ProviderStatistics:
     """A provider's state at one moment. Never carries a key or secret."""
 
@@ -94,6 +113,7 @@ class ProviderStatistics:
     last_message_at: float | None  # epoch seconds of the last inbound frame
     last_error: str | None
     detail: str | None = None  # e.g. "another process is using this API key"
+    sessions: tuple[SessionStatistics, ...] = ()  # a pool's sessions (kis_pool.py)
 
 
 @attrs.define(eq=False)

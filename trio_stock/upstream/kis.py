@@ -8,8 +8,8 @@ long wait (§8.4), and ``OPSP0008`` as a quota learnt for ``QUOTA_PROBE_AFTER`` 
 The shared reconnecting session (``session.py``) supplies reconnects, backoff, the
 watchdog, pacing and shutdown.
 
-Not done yet: several app keys (``KIS_ACCOUNTS``, one session per key with the quota
-summed) — one key serves one session of up to 41 registrations.
+One key serves one session of up to 41 registrations; several keys (``KIS_ACCOUNTS``)
+are one :class:`~.kis_pool.KisPool` of these sessions.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class KisProvider(WebSocketProvider):
         orderbook: Also register ``H0STASP0`` (uses a second registration per symbol).
         custtype: ``P`` individual or ``B`` corporate (§2).
         http_transport: An httpx transport for the approval request (tests may inject one).
+        name: The name in logs and statistics (a pool's session: its account's label).
         **engine: Options of :class:`WebSocketProvider` (watchdog, register_interval, ...).
 
     The quota starts at ``min(max_subscriptions, 41) // TRs per symbol``. When the server
@@ -98,11 +99,13 @@ class KisProvider(WebSocketProvider):
         orderbook: bool = False,
         custtype: str = "P",
         http_transport: httpx.AsyncBaseTransport | None = None,
+        name: str = "kis",
         **engine: Any,
     ) -> None:
         self.trs = (TRADES, ORDERBOOK) if orderbook else (TRADES,)
         quota = min(max_subscriptions, KIS_SESSION_LIMIT) // len(self.trs)
-        super().__init__(name="kis", market=Market.KR, quota=quota, **engine)
+        super().__init__(name=name, market=Market.KR, quota=quota, **engine)
+        self.frames_per_symbol = len(self.trs)
         self._app_key = app_key
         self._app_secret = app_secret
         self._ws_url = ws_url

@@ -92,7 +92,7 @@ import abc
 import logging
 import math
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 from urllib.parse import urlsplit
 
@@ -202,6 +202,9 @@ class WebSocketProvider(abc.ABC):
         self._last_frame_at = -float("inf")
         self._last_handler_warning = -float("inf")
         self._link: UpstreamLink | None = None
+        # Called (synchronously) after the state changed: a pool watches its sessions.
+        self.on_state: Callable[[], None] | None = None
+        self.frames_per_symbol = 1  # registration frames one symbol takes (pacing)
 
     # ---- the Provider contract -------------------------------------------------------
 
@@ -229,6 +232,11 @@ class WebSocketProvider(abc.ABC):
 
     def statistics(self) -> ProviderStatistics:
         return self.status.snapshot(self.quota)
+
+    def registration_delay(self, pending: int) -> float:
+        """Seconds the paced sender needs to register ``pending`` more symbols (the hub
+        extends a subscribe's acknowledgement deadline by it; contract.py)."""
+        return pending * self.frames_per_symbol * self.register_interval
 
     async def run(
         self, link: UpstreamLink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -397,6 +405,7 @@ class WebSocketProvider(abc.ABC):
             text = _describe(failure)
             self.status.last_error = text
             log.warning("%s: session ended (%s); retry in %.1f s", self._name, text, delay)
+            self._state_changed()
             await trio.sleep(delay)
 
     async def _one_session(self, link: UpstreamLink) -> Exception:
@@ -439,6 +448,11 @@ class WebSocketProvider(abc.ABC):
             del self._unanswered[symbol]
             self._wanted.pop(symbol, None)
             link.rejected(command, FailureReason.UNAVAILABLE, f"{self._name}: auth failed")
+        self._state_changed()
+
+    def _state_changed(self) -> None:
+        if self.on_state is not None:
+            self.on_state()
 
     async def _connect_and_serve(self, link: UpstreamLink) -> None:
         url = urlsplit(self.url())
@@ -495,6 +509,7 @@ class WebSocketProvider(abc.ABC):
         self.backoff.connected()
         link.session_started()
         log.info("%s: session %d up", self._name, self.status.connects)
+        self._state_changed()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender, ws)
             await self._reader(ws, link)
