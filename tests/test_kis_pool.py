@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -20,8 +25,10 @@ from trio_stock.upstream.contract import ProviderState
 from trio_stock.upstream.kis import KisProvider
 from trio_stock.upstream.kis_pool import FAILED_AFTER_ATTEMPTS, KisPool
 
+from .clients import real_websocket
 from .conftest import EPOCH_NS
 from .fakes.fake_kis import FakeKis, trade_record
+from .test_kis_e2e import _drain, _ready_port, recv
 
 KEYS = [f"PSpoolKey{n}0123456789abcdefghijklmn"[:36] for n in range(3)]
 SECRETS = [f"pool-secret-{n}-do-not-log" for n in range(3)]
@@ -311,3 +318,89 @@ async def test_sessions_of_a_pool_register_in_parallel(
         assert result.accepted == tuple(CODES[:80]), result.failed
         assert 19.5 <= took < 30  # two queues of 40, side by side (one would take 40 s)
         assert {len(v) for v in fake.registered_by_key().values()} == {40}
+
+
+async def test_python_m_trio_stock_serves_80_codes_from_two_keys(tmp_path: Path) -> None:
+    """The real program with KIS_ACCOUNTS of two keys, on the real clock (every wait is on
+    an event, bounded by 60 s): 80 codes to two seed 000 clients, 40 on each key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KIS_", "FMP_", "TRIO_STOCK_"))}
+    output: list[bytes | bytearray] = []
+    codes = CODES[:80]
+    async with trio.open_nursery() as nursery:
+        fake = await nursery.start(FakeKis(accounts={KEYS[n]: SECRETS[n] for n in range(2)}).serve)
+        env |= {
+            "KIS_ACCOUNTS": accounts_json(2),
+            "KIS_WS_URL": fake.ws_url,
+            "KIS_REST_URL": fake.rest_url,
+            "KIS_REGISTER_INTERVAL": "0",
+        }
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "trio_stock", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,  # no .env file
+        )
+        assert process.stdout is not None
+        try:
+            with trio.fail_after(60):
+                port = await _ready_port(process.stdout, output)
+                async with (
+                    real_websocket(port, "/ws/stock/") as first,
+                    real_websocket(port, "/ws/stock/") as second,
+                ):
+                    for ws, half in ((first, codes[:40]), (second, codes[40:])):
+                        await recv(ws, "connection_established")
+                        await ws.send_message(json.dumps({"action": "subscribe", "codes": half}))
+                    for ws, half in ((first, codes[:40]), (second, codes[40:])):
+                        result = await recv(ws, "subscription_result")
+                        assert (result["success"], result["subscribed"]) == (True, half)
+                    by_key = fake.registered_by_key()
+                    assert {k: len(v) for k, v in by_key.items()} == {KEYS[0]: 40, KEYS[1]: 40}
+                    assert by_key[KEYS[0]] | by_key[KEYS[1]] == set(codes)
+                    for ws, code in ((first, codes[3]), (second, codes[77])):
+                        assert await fake.send_trades([trade_record(code, 72_100, size=3)]) == 1
+                        while (price := await recv(ws, "stock_price"))["stock_code"] != code:
+                            pass
+                        assert (price["price"], price["volume"]) == (72_100, 3)
+                    await first.send_message(json.dumps({"action": "list_subscriptions"}))
+                    listing = await recv(first, "subscriptions_list")
+                    assert (
+                        listing["kis_active_subscriptions"],
+                        listing["kis_max_subscriptions"],
+                    ) == (80, 80)
+                    async with httpx.AsyncClient() as client:
+                        url = f"http://127.0.0.1:{port}/api/v2/realtime/health"
+                        health = (await client.get(url)).text
+                        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                process.terminate()
+                drained = trio.Event()
+                nursery.start_soon(_drain, process.stdout, output, drained)
+                assert await process.wait() == 0
+                await drained.wait()
+                await fake.wait_until(lambda: fake.live_connections == 0)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+            await process.stdout.aclose()
+        (kis,) = [p for p in json.loads(health)["providers"] if p["kind"] == "kis"]
+        assert (kis["state"], kis["quota"], kis["registrations"]) == ("connected", 80, 80)
+        assert [(s["state"], s["used"], s["quota"]) for s in kis["sessions"]] == [
+            ("connected", 40, 40),
+            ("connected", 40, 40),
+        ]
+        labels = [s["label"] for s in kis["sessions"]]
+        assert [label[:7] for label in labels] == ["kis-1 (", "kis-2 ("]
+        for label in labels:
+            assert f'trio_stock_session_used{{provider="{label}",pool="kis"}} 40' in metrics
+            assert f'trio_stock_session_quota{{provider="{label}",pool="kis"}} 40' in metrics
+            assert f'trio_stock_session_connected{{provider="{label}",pool="kis"}} 1' in metrics
+        assert fake.sessions_per_key == {KEYS[0]: 1, KEYS[1]: 1}
+        assert sorted(fake.requests_of("2")) == sorted(codes)  # a graceful shutdown releases
+        log = b"".join(output).decode()
+        assert f"{labels[0]}: session 1 up" in log
+        for secret in (*KEYS, *SECRETS, *fake.approvals):
+            assert secret not in log and secret not in health and secret not in metrics
+        nursery.cancel_scope.cancel()

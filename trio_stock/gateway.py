@@ -48,8 +48,13 @@ def _korean_provider(config: Config) -> Provider:
     if choice is KrProvider.KIS:
         if not config.kis_configured:
             raise ConfigError(
-                "--kr-provider kis needs KIS_APP_KEY and KIS_APP_SECRET (environment or .env)"
+                "--kr-provider kis needs KIS_APP_KEY and KIS_APP_SECRET, or KIS_ACCOUNTS "
+                "(environment or .env)"
             )
+        if config.kis_accounts is not None:
+            from .upstream.kis_pool import KisPool
+
+            return KisPool.from_config(config)  # one session per app key, as one provider
         from .upstream.kis import KisProvider
 
         return KisProvider.from_config(config)

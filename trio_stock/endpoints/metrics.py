@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..hub import HubStatistics, UpstreamUsage
-from ..upstream.contract import ProviderStatistics
+from ..upstream.contract import ProviderStatistics, SessionStatistics
 
 if TYPE_CHECKING:
     from ..state import ServerState
@@ -75,6 +75,21 @@ PROVIDER_FAMILIES: Sequence[tuple[str, str, str, Callable[[ProviderStatistics], 
      lambda p: p.last_message_at),
 )  # fmt: skip
 
+# The sessions of a pool (KIS_ACCOUNTS), labelled by their account's label (never a key) and
+# the pool's name; only written when some provider is a pool.
+SESSION_FAMILIES: Sequence[tuple[str, str, str, Callable[[SessionStatistics], float | None]]] = (
+    ("session_connected", "gauge", "1 when the pool's session is up.",
+     lambda s: s.state.value == "connected"),
+    ("session_used", "gauge", "Codes the pool placed on the session.", lambda s: s.used),
+    ("session_quota", "gauge", "The session's quota.", lambda s: s.quota),
+    ("session_registrations", "gauge", "Codes registered upstream.", lambda s: s.registrations),
+    ("session_connects_total", "counter", "Sessions opened.", lambda s: s.connects),
+    ("session_reconnect_attempts", "gauge", "Consecutive failed attempts.",
+     lambda s: s.reconnect_attempts),
+    ("session_failed", "gauge", "1 while the pool has moved the session's codes away.",
+     lambda s: s.failed),
+)  # fmt: skip
+
 
 def _labels(labels: dict[str, str]) -> str:
     if not labels:
@@ -113,6 +128,14 @@ def render(state: ServerState) -> str:
     for name, kind, text, of_provider in PROVIDER_FAMILIES:
         samples = [({"provider": p.name, "kind": p.kind}, of_provider(p)) for p in hub.providers]
         lines += _family(name, kind, text, samples)
+    if any(p.sessions for p in hub.providers):
+        for name, kind, text, of_session in SESSION_FAMILIES:
+            samples = [
+                ({"provider": s.label, "pool": p.name}, of_session(s))
+                for p in hub.providers
+                for s in p.sessions
+            ]
+            lines += _family(name, kind, text, samples)
     clients = [
         ({"protocol": name}, count) for name, count in sorted(state.clients_by_protocol.items())
     ]
