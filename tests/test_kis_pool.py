@@ -279,6 +279,28 @@ async def test_a_key_in_use_elsewhere_backs_off_while_the_others_serve(
             while (state := await sub.receive()).symbol != CODES[7]:
                 pass
             assert state.last_price == 70_100
+            # Back "up" (an idle session is not refused), it takes new codes; when the key
+            # is still in use there, they move on at once and are acknowledged all the same.
+            refused = fake.refused_sessions
+            result = await hub.subscribe(sub, CODES[30:40])
+            assert result.accepted == tuple(CODES[30:40]), result.failed
+            assert fake.registered_by_key() == {KEYS[1]: set(CODES[:40])}
+            assert fake.refused_sessions <= refused + 1
+            assert fake.max_sessions_per_key == 1
+
+
+def test_the_gateway_builds_a_pool_from_kis_accounts_and_one_provider_from_one_key() -> None:
+    from trio_stock.gateway import build_providers
+
+    pooled_config = Config.from_mapping({"KIS_ACCOUNTS": accounts_json(3, env="paper")})
+    kr, _ = build_providers(pooled_config)
+    assert isinstance(kr, KisPool)
+    assert [s.name[:7] for s in kr.sessions] == ["kis-1 (", "kis-2 (", "kis-3 ("]
+    assert {s.register_interval for s in kr.sessions} == {0.5}  # paper pacing per session
+    assert kr.quota == 120 and kr.name == "kis"
+    one = Config.from_mapping({"KIS_APP_KEY": KEYS[0], "KIS_APP_SECRET": SECRETS[0]})
+    kr, _ = build_providers(one)
+    assert isinstance(kr, KisProvider) and kr.name == "kis"
 
 
 async def test_40_codes_at_once_on_a_paper_key_are_all_acknowledged(

@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trio_stock",
         description="A real-time stock-price gateway: KIS, FMP and a simulated market over "
         "WebSocket and REST. With no configuration it serves a simulated market on "
-        "127.0.0.1:8000. Secrets (KIS_APP_KEY, KIS_APP_SECRET, FMP_API_KEY) are read from "
-        "the environment or a .env file only.",
+        "127.0.0.1:8000. Secrets (KIS_APP_KEY, KIS_APP_SECRET, KIS_ACCOUNTS, FMP_API_KEY) are "
+        "read from the environment or a .env file only.",
     )
     parser.add_argument("--version", action="version", version=f"trio_stock {__version__}")
     for field in attrs.fields(Config):
