@@ -67,6 +67,28 @@ class MemoryServer:
         self._nursery.start_soon(self._handle, server)
         return client
 
+    async def get(self, path: str, bearer: str | None = None) -> tuple[int, bytes]:
+        """``GET path`` on a fresh connection (with a bearer token): the status and the body."""
+        stream = self.connect_stream()
+        headers = f"Authorization: Bearer {bearer}\r\n" if bearer else ""
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        with trio.fail_after(30):
+            while chunk := await stream.receive_some():
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    async def get_json(self, path: str) -> Message:
+        """The JSON object of a ``200`` answer to ``GET path``."""
+        status, body = await self.get(path)
+        assert status == 200, body[:200]
+        parsed = orjson.loads(body)
+        assert isinstance(parsed, dict)
+        return parsed
+
     async def _handle(self, stream: trio.abc.Stream) -> None:
         async with stream:
             await handle_connection(stream, state=self.state)

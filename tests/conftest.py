@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +13,21 @@ from trio_stock.model import Market
 from .scripted import ScriptedProvider
 
 EPOCH_NS = 1_700_000_000_000_000_000  # a fixed wall-clock anchor for deterministic times
+NS = 1_000_000_000
+
+
+def at(
+    zone: dt.tzinfo,
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
+) -> int:
+    """Epoch nanoseconds of a local time: ``at(KST, 2024, 3, 13, 9, 0)``."""
+    local = dt.datetime(year, month, day, hour, minute, second, tzinfo=zone)
+    return int(local.timestamp()) * NS
 
 
 @pytest.fixture

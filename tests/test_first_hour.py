@@ -169,20 +169,10 @@ def test_json_logs_of_a_real_start_carry_no_secret(tmp_path: Path) -> None:
 
 
 async def test_health_and_readiness_for_machines(autojump_clock: trio.testing.MockClock) -> None:
-    async def get(server: object, path: str) -> tuple[int, dict[str, object]]:
-        stream = server.connect_stream()  # type: ignore[attr-defined]
-        await stream.send_all(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while chunk := await stream.receive_some():
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        return int(head.split()[1]), json.loads(body)
-
     async with memory_server(Config.from_mapping(ALWAYS_OPEN)) as server:
-        assert await get(server, "/health") == (200, {"status": "ok"})
-        status, body = await get(server, "/ready")
+        assert await server.get_json("/health") == {"status": "ok"}
+        status, raw = await server.get("/ready")
+        body = json.loads(raw)
         assert (status, body["ready"]) == (200, True)
     kis_down = {
         **ALWAYS_OPEN,
@@ -194,8 +184,9 @@ async def test_health_and_readiness_for_machines(autojump_clock: trio.testing.Mo
     }
     async with memory_server(Config.from_mapping(kis_down)) as server:
         await trio.sleep(1)
-        assert (await get(server, "/health"))[0] == 200  # alive, though not ready
-        status, body = await get(server, "/ready")
+        assert (await server.get("/health"))[0] == 200  # alive, though not ready
+        status, raw = await server.get("/ready")
+        body = json.loads(raw)
         assert status == 503 and body["ready"] is False
         assert "KR: kis is" in str(body["detail"])
         markets = body["markets"]

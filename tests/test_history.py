@@ -251,17 +251,8 @@ async def scripted_server(
 
 async def get(server: MemoryServer, path: str, bearer: str | None = None) -> tuple[int, Any]:
     """``GET path`` over a memory stream: the status and the parsed JSON body."""
-    headers = f"Authorization: Bearer {bearer}\r\n" if bearer else ""
-    stream = server.connect_stream()
-    await stream.send_all(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode()
-    )
-    data = b""
-    with trio.fail_after(30):
-        while chunk := await stream.receive_some():
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    status, body = await server.get(path, bearer)
+    return status, json.loads(body)
 
 
 async def trade_aapl_and_samsung(

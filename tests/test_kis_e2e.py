@@ -16,8 +16,6 @@ import trio.testing
 import trio_websocket
 
 import trio_stock
-from trio_stock import Config
-from trio_stock.config import Secret
 from trio_stock.endpoints.stock import QUOTA_FAILED
 
 from .clients import real_websocket
@@ -41,16 +39,9 @@ async def recv(ws: trio_websocket.WebSocketConnection, kind: str) -> dict[str, A
 async def test_quota_error_and_prices_reach_a_seed_000_client(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = Config(
-        port=0,
-        kis_app_key=Secret(DEFAULT_APP_KEY),
-        kis_app_secret=Secret(DEFAULT_APP_SECRET),
-        kis_register_interval=0.0,
-    )
     async with trio.open_nursery() as nursery:
         fake = await nursery.start(FakeKis(cap=2).serve)
-        config = config.replace(kis_ws_url=fake.ws_url, kis_rest_url=fake.rest_url)
-        gateway = await nursery.start(trio_stock.serve, config)
+        gateway = await nursery.start(trio_stock.serve, fake.gateway_config())
         assert gateway.port is not None
         async with real_websocket(gateway.port, "/ws/stock/") as ws:
             await recv(ws, "connection_established")
@@ -94,16 +85,9 @@ async def test_an_implausible_kis_date_never_reaches_the_clients_encoders(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A record dated year 1 made hhmmss() raise in every seed 000 client's writer."""
-    config = Config(
-        port=0,
-        kis_app_key=Secret(DEFAULT_APP_KEY),
-        kis_app_secret=Secret(DEFAULT_APP_SECRET),
-        kis_register_interval=0.0,
-    )
     async with trio.open_nursery() as nursery:
         fake = await nursery.start(FakeKis().serve)
-        config = config.replace(kis_ws_url=fake.ws_url, kis_rest_url=fake.rest_url)
-        gateway = await nursery.start(trio_stock.serve, config)
+        gateway = await nursery.start(trio_stock.serve, fake.gateway_config())
         assert gateway.port is not None
         async with (
             real_websocket(gateway.port, "/ws/stock/") as first,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -18,38 +17,11 @@ from trio_stock.config import Config
 from trio_stock.market_hours import MarketPhase, next_change, phase, session_of
 from trio_stock.model import Market
 
-from .clients import MemoryServer, memory_server
+from .clients import memory_server
+from .conftest import NS, at
 
-NS = 1_000_000_000
 NEW_YORK = ZoneInfo("America/New_York")
 OPEN, CLOSED = MarketPhase.OPEN, MarketPhase.CLOSED
-
-
-def at(
-    zone: dt.tzinfo,
-    year: int,
-    month: int,
-    day: int,
-    hour: int = 0,
-    minute: int = 0,
-    second: int = 0,
-) -> int:
-    """Epoch nanoseconds of a local time: ``at(KST, 2024, 3, 13, 9, 0)``."""
-    local = dt.datetime(year, month, day, hour, minute, second, tzinfo=zone)
-    return int(local.timestamp()) * NS
-
-
-async def get(server: MemoryServer, path: str) -> dict[str, Any]:
-    """``GET path`` over a memory stream: the JSON body of a 200 answer."""
-    stream = server.connect_stream()
-    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    answer = b""
-    while chunk := await stream.receive_some():
-        answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
-    body = orjson.loads(answer.partition(b"\r\n\r\n")[2])
-    assert isinstance(body, dict)
-    return body
 
 
 def utc(epoch_ns: int) -> str:
@@ -165,9 +137,9 @@ async def test_health_and_status_say_each_markets_phase_and_next_change(
     # Wednesday 10:00 in Seoul is Tuesday 21:00 in New York.
     clock = WallClock(at(KST, 2024, 3, 13, 10, 0))
     async with memory_server(Config(), clock=clock) as server:
-        body = await get(server, f"/api/v2/realtime/{path}")
+        body = await server.get_json(f"/api/v2/realtime/{path}")
         await trio.sleep(5 * 3600 + 25 * 60)  # 15:25: the closing auction
-        later = await get(server, f"/api/v2/realtime/{path}")
+        later = await server.get_json(f"/api/v2/realtime/{path}")
     assert body["markets"] == {
         "KR": {"phase": "open", "next_change": "2024-03-13T06:20:00+00:00"},
         "US": {"phase": "closed", "next_change": "2024-03-13T13:30:00+00:00"},

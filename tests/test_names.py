@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 import trio
 import trio.testing
@@ -15,7 +14,7 @@ from trio_stock import model
 from trio_stock.model import Market, Tick, TickKind, merge
 from trio_stock.names import KOREAN_NAMES, US_NAMES, name_of
 
-from .clients import MemoryServer, memory_server, recv, recv_type, send
+from .clients import memory_server, recv, recv_type, send
 
 STOCK = "/ws/stock/"
 PRICES = "/api/v2/realtime/ws/prices"
@@ -89,7 +88,7 @@ async def test_price_update_and_the_cache_carry_the_name(
         samsung = await next_update(ws, "price_update", "symbol", "005930")
         apple = await next_update(ws, "price_update", "symbol", "AAPL")
         unknown = await next_update(ws, "price_update", "symbol", "ZZZZ")
-        cached = await get(server, "/api/v2/realtime/cache/005930")
+        cached = await server.get_json("/api/v2/realtime/cache/005930")
     assert samsung["name"] == "삼성전자"
     assert apple["name"] == "Apple"
     assert "name" in unknown and unknown["name"] is None  # the field is always there
@@ -107,15 +106,3 @@ async def test_stock_price_carries_the_name_when_known(
         unknown = await next_update(ws, "stock_price", "stock_code", "123456")
     assert samsung["name"] == "삼성전자"
     assert "name" not in unknown  # omitted like the other extras without data
-
-
-async def get(server: MemoryServer, path: str) -> dict[str, Any]:
-    stream = server.connect_stream()
-    await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    answer = b""
-    while chunk := await stream.receive_some():
-        answer += chunk
-    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
-    body = orjson.loads(answer.partition(b"\r\n\r\n")[2])
-    assert isinstance(body, dict)
-    return body

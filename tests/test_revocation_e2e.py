@@ -15,11 +15,9 @@ import trio.testing
 import trio_websocket
 
 import trio_stock
-from trio_stock import Config
-from trio_stock.config import Secret
 
 from .clients import real_websocket
-from .fakes.fake_kis import DEFAULT_APP_KEY, DEFAULT_APP_SECRET, FakeKis
+from .fakes.fake_kis import FakeKis
 
 SAMSUNG, HYNIX = "005930", "000660"
 
@@ -34,16 +32,9 @@ async def recv(ws: trio_websocket.WebSocketConnection) -> dict[str, Any]:
 async def test_clients_are_told_when_a_held_code_is_refused_after_a_reconnect(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    config = Config(
-        port=0,
-        kis_app_key=Secret(DEFAULT_APP_KEY),
-        kis_app_secret=Secret(DEFAULT_APP_SECRET),
-        kis_register_interval=0.0,
-    )
     async with trio.open_nursery() as nursery:
         fake = await nursery.start(FakeKis().serve)
-        config = config.replace(kis_ws_url=fake.ws_url, kis_rest_url=fake.rest_url)
-        gateway = await nursery.start(trio_stock.serve, config)
+        gateway = await nursery.start(trio_stock.serve, fake.gateway_config())
         assert gateway.port is not None
         async with (
             real_websocket(gateway.port, "/ws/stock/") as stock,

@@ -23,24 +23,9 @@ from trio_stock.hub import FailureReason, Hub, Policy, Subscriber
 from trio_stock.model import Market, SymbolState, TickKind
 from trio_stock.upstream.sim import SimulatedMarket, krx_tick_size, starting_price
 
-from .conftest import EPOCH_NS
+from .conftest import EPOCH_NS, NS, at
 
-NS = 1_000_000_000
 NEW_YORK = ZoneInfo("America/New_York")
-
-
-def at(
-    zone: dt.tzinfo,
-    year: int,
-    month: int,
-    day: int,
-    hour: int = 0,
-    minute: int = 0,
-    second: int = 0,
-) -> int:
-    """Epoch nanoseconds of a local time: ``at(KST, 2024, 3, 13, 9, 0)``."""
-    local = dt.datetime(year, month, day, hour, minute, second, tzinfo=zone)
-    return int(local.timestamp()) * NS
 
 
 SATURDAY = at(KST, 2024, 3, 16, 12, 0)  # both markets closed (Friday 23:00 in New York)

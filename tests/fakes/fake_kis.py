@@ -54,6 +54,8 @@ import h11
 import trio
 import trio_websocket
 
+from trio_stock import Config, Secret
+
 from .serving import TwoPortFake, next_request, send_json
 
 DEFAULT_APP_KEY = "PSfakeAppKey0123456789abcdefghijklmn"  # 36 chars, like real ones
@@ -173,6 +175,17 @@ class FakeKis(TwoPortFake):
     @property
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
+
+    def gateway_config(self) -> Config:
+        """A gateway serving the Korean market from this fake: its default key, no pacing."""
+        return Config(
+            port=0,
+            kis_app_key=Secret(DEFAULT_APP_KEY),
+            kis_app_secret=Secret(DEFAULT_APP_SECRET),
+            kis_register_interval=0.0,
+            kis_ws_url=self.ws_url,
+            kis_rest_url=self.rest_url,
+        )
 
     # ---- what tests look at --------------------------------------------------------
 
