@@ -34,7 +34,9 @@ class MessageAssembler:
         self._size += len(data)
         if self._size > self.max_size:
             raise MessageTooBig(f"message over {self.max_size} bytes")
-        self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
+        if data or not self._parts:  # an empty fragment adds nothing: keeping it would
+            # let a peer sending only those grow the list without reaching the size limit
+            self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
         if not finished:
             return None
         parts, self._parts, self._size = self._parts, [], 0

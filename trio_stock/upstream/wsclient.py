@@ -169,10 +169,6 @@ class ClientWebSocket:
         return b""
 
     def _take_part(self, data: str | bytes | bytearray, finished: bool) -> None:
-        if not data and not finished:
-            # An empty fragment adds nothing; kept, a server sending nothing else would grow
-            # the list of parts without ever reaching the size limit.
-            return
         try:
             message = self._assembler.add(data, finished)
         except MessageTooBig as exc:
