@@ -206,10 +206,9 @@ def _hostname(host: str) -> str:
 def _is_loopback_origin(origin: str) -> bool:
     try:
         parts = urlsplit(origin)
-        port = parts.port  # raises ValueError on a malformed port
+        _ = parts.port  # a malformed port raises ValueError
     except ValueError:
         return False
-    del port
     rest = parts.path or parts.query or parts.fragment or parts.username or parts.password
     return (
         parts.scheme in ("http", "https") and not rest and (parts.hostname or "") in LOOPBACK_HOSTS
