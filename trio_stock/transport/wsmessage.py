@@ -34,12 +34,14 @@ class MessageAssembler:
         self._size += len(data)
         if self._size > self.max_size:
             raise MessageTooBig(f"message over {self.max_size} bytes")
-        if data or not self._parts:  # an empty fragment adds nothing: keeping it would
-            # let a peer sending only those grow the list without reaching the size limit
+        if data:  # an empty fragment adds nothing: keeping it would let a peer sending
+            # only those grow the list without ever reaching the size limit
             self._parts.append(bytes(data) if isinstance(data, bytearray) else data)
         if not finished:
             return None
         parts, self._parts, self._size = self._parts, [], 0
+        if not parts:  # an empty message (its type is that of every part of it)
+            return "" if isinstance(data, str) else b""
         if isinstance(parts[0], str):
             return "".join(cast("list[str]", parts))
         return b"".join(cast("list[bytes]", parts))
