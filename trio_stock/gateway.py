@@ -6,6 +6,8 @@ linger reaper) and the HTTP/WebSocket listener with one task per client connecti
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 import trio
 
@@ -86,10 +88,10 @@ def _us_provider(config: Config) -> Provider:
     )
 
 
-def build_hub(config: Config) -> Hub:
-    """The hub with the configured providers and limits."""
+def build_hub(config: Config, providers: Iterable[Provider] | None = None) -> Hub:
+    """The hub with the configured limits, and ``providers`` or else the configured ones."""
     return Hub(
-        build_providers(config),
+        build_providers(config) if providers is None else providers,
         linger=config.linger,
         ack_timeout=config.ack_timeout,
         max_symbols_per_subscriber=config.max_symbols_per_client,
@@ -100,6 +102,7 @@ async def serve(
     config: Config | None = None,
     *,
     listen: bool = True,
+    providers: Iterable[Provider] | None = None,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the gateway until cancelled.
@@ -108,12 +111,15 @@ async def serve(
         config: The settings (default: :meth:`Config.from_env`).
         listen: Serve HTTP/WebSocket on ``config.host:config.port``; ``False`` runs only the
             hub and its providers (for embedding the core).
+        providers: The providers to serve, at most one per market, instead of those the
+            configuration names (e.g. ``[trio_stock.testing.ScriptedMarket(Market.US)]`` in
+            a test); a market none of them serves is unavailable.
 
     ``task_status.started`` receives a :class:`Gateway` once the hub runs and the port is
     bound, so ``await nursery.start(serve, config)`` returns when clients can connect.
     """
     config = config or Config.from_env()
-    hub = build_hub(config)
+    hub = build_hub(config, providers)
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run)
         port = None
