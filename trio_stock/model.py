@@ -91,6 +91,9 @@ class SymbolState:
     change_rate: float | None = None
     record_seq: str = "001"
     name: str | None = None  # e.g. "삼성전자", "Apple" (names.py); None when not known
+    # The seq of the state whose tick was the last trade (0: none yet). A quote keeps it, so
+    # a consumer that shows trades only can tell a state carrying a trade it has not shown.
+    trade_seq: int = 0
     # Each wire format encodes a state once; every subscriber then sends the same bytes.
     # Client writers read it directly (``wire.get(name)``): the hottest lookup there is.
     wire: dict[str, bytes] = attrs.field(init=False, factory=dict, eq=False, repr=False)
@@ -123,8 +126,10 @@ def merge(
         seq = prev.seq + 1
         name = prev.name
     last_price, last_size, last_time = prev.last_price, prev.last_size, prev.last_time_ns
+    trade_seq = prev.trade_seq
     if tick.kind is TickKind.TRADE and tick.price is not None:
         last_price, last_size, last_time = tick.price, tick.size, tick.provider_time_ns
+        trade_seq = seq
     prev_close = _pick(tick.prev_close, prev.prev_close)
     change, change_rate = tick.change, tick.change_rate
     if change is None and prev_close and last_price is not None:
@@ -157,6 +162,7 @@ def merge(
         change_rate=change_rate,
         record_seq=tick.record_seq,
         name=name,
+        trade_seq=trade_seq,
     )
 
 

@@ -98,6 +98,7 @@ class ClientSession:
         self.subscriber: Subscriber = hub.subscriber(
             limits.policy, name=name, capacity=limits.lossless_capacity
         )
+        self.update_filter = protocol.update_filter()
         self.access = access
         # The client's grant; None while a token is awaited (auth on, none shown yet).
         self.grant: Grant | None = ANONYMOUS if access is None or not access.enabled else None
@@ -318,6 +319,8 @@ class ClientSession:
         # Frames come from each state's cache; only the first writer of a state encodes it.
         wire_format, encode = self.protocol.name, self.protocol.encode
         frames = self._take_outbox()
+        if self.update_filter is not None:
+            states = self.update_filter.select(states)
         frames += [state.wire.get(wire_format) or encode(state) for state in states]
         data = b"".join(frames)  # a state this protocol does not carry encodes to b""
         if data:
@@ -333,6 +336,8 @@ class ClientSession:
             self._outbox_room.unpark_all()
         revoked = self.subscriber.take_revoked()
         if revoked:  # held symbols the upstream stopped serving, after the replies before
+            if self.update_filter is not None:
+                self.update_filter.forget(f.symbol for f in revoked)
             frames.append(text_frame(orjson.dumps(self.protocol.revoked(revoked))))
         return frames
 

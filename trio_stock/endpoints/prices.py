@@ -149,6 +149,9 @@ class PricesProtocol:
     def encode(self, state: SymbolState) -> bytes:
         return state.encoded(self.name, encode_price_update)
 
+    def update_filter(self) -> None:
+        return None  # every update is a merged state worth sending
+
     def revoked(self, failures: Sequence[Failure]) -> Payload:
         # An `error`, like any rejected symbol, with the extra `failed` list (DESIGN.md).
         return {

@@ -7,7 +7,7 @@ calls and replies. :mod:`trio_stock.endpoints.client` moves the bytes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from ..hub import Failure, Hub, Subscriber, SubscribeResult
@@ -17,11 +17,24 @@ from .requests import InvalidRequest, R, structure_request
 Payload = dict[str, Any]
 
 
+class UpdateFilter(Protocol):
+    """Per connection: which of the hub's updates a protocol that shows only some sends."""
+
+    def select(self, states: list[SymbolState]) -> list[SymbolState]:
+        """The states of a batch to send, in order."""
+        ...
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        """The client no longer holds ``symbols``: a later subscribe starts afresh."""
+        ...
+
+
 class ClientContext(Protocol):
     """What a protocol's handlers may use of the client session."""
 
     hub: Hub
     subscriber: Subscriber
+    update_filter: UpdateFilter | None
 
     async def reply(self, payload: Payload) -> None:
         """Queue a reply; it is sent before any update that follows it."""
@@ -46,6 +59,10 @@ class ClientProtocol(Protocol):
     def encode(self, state: SymbolState) -> bytes:
         """The update as a complete WebSocket frame, ``b""`` when this protocol does not
         carry it; built once per state and kept in ``state.wire[name]`` (``text_frame``)."""
+        ...
+
+    def update_filter(self) -> UpdateFilter | None:
+        """A new connection's filter of updates, or ``None`` to send every update."""
         ...
 
     def revoked(self, failures: Sequence[Failure]) -> Payload:

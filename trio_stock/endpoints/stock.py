@@ -12,7 +12,7 @@ request still subscribe.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ import orjson
 
 from ..clock import KST
 from ..hub import Failure, FailureReason, SubscribeResult
-from ..model import Market, SymbolState, TickKind
+from ..model import Market, SymbolState
 from ..symbols import is_korean_code
 from ..transport.wsserver import text_frame
 from .protocol import ClientContext, Handler, Payload, takes
@@ -84,6 +84,8 @@ async def subscribe(ctx: ClientContext, request: CodesRequest) -> None:
 async def unsubscribe(ctx: ClientContext, request: CodesRequest) -> None:
     valid, invalid = await _warn_invalid(ctx, request)
     released = ctx.hub.unsubscribe(ctx.subscriber, valid)
+    if ctx.update_filter is not None:
+        ctx.update_filter.forget(released)
     await ctx.reply(
         {
             "type": "unsubscription_result",
@@ -145,6 +147,34 @@ def encode_stock_price(state: SymbolState) -> bytes:
     return text_frame(orjson.dumps({k: v for k, v in payload.items() if v is not None}))
 
 
+class UnsentTrades:
+    """Per connection: the states that carry a trade this client has not been sent.
+
+    A ``stock_price`` is a trade (체결). The hub's merged state keeps the last trade when a
+    quote arrives, so a quote can carry a trade the client never saw: the snapshot of a warm
+    code whose latest tick was a quote, or a trade collapsed into a later quote when the
+    client's backlog fell behind. Such a state is sent, as the trade it carries; a quote
+    after a trade already sent is not. Memory: one entry per held code.
+    """
+
+    def __init__(self) -> None:
+        self._sent: dict[str, int] = {}  # code -> trade_seq of the last trade sent
+
+    def select(self, states: list[SymbolState]) -> list[SymbolState]:
+        sent = self._sent
+        fresh = []
+        for state in states:
+            trade_seq = state.trade_seq
+            if trade_seq and sent.get(state.symbol) != trade_seq:
+                sent[state.symbol] = trade_seq
+                fresh.append(state)
+        return fresh
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        for symbol in symbols:
+            self._sent.pop(symbol, None)
+
+
 class StockProtocol:
     """Seed 000: ``connection_established``, subscribe/unsubscribe by ``codes``, ``stock_price``."""
 
@@ -176,10 +206,11 @@ class StockProtocol:
             "failed": [f.symbol for f in failures],
         }
 
+    def update_filter(self) -> UnsentTrades:
+        return UnsentTrades()
+
     def encode(self, state: SymbolState) -> bytes:
-        # A stock_price is a trade (체결); quotes and cancels have no price/volume of their own.
-        if state.market is not Market.KR or state.kind is not TickKind.TRADE:
-            return b""
-        if state.last_price is None:
+        # The last trade the state carries (UnsentTrades passes only states with one).
+        if state.market is not Market.KR or state.last_price is None:
             return b""
         return state.encoded(self.name, encode_stock_price)
