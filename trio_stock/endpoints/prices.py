@@ -119,6 +119,7 @@ def state_fields(state: SymbolState) -> Payload:
         "market": state.market.value,
         "provider": state.provider,
         "seq": state.seq,
+        "epoch": state.epoch,  # the upstream session: a new one may have lost ticks between
         "cached_at": iso_time(state.received_ns),
     }
 
