@@ -1,4 +1,5 @@
-"""Helpers for the browser tests: the gateway as a blocking subprocess, and headless Chromium.
+"""Helpers for the browser tests: the gateway as a blocking subprocess, headless Chromium, and
+a Trio service (a fake upstream) on a thread of its own.
 
 The browser tests drive Playwright's synchronous API, so they are plain (non-trio) tests and
 need a gateway they can start, stop and restart without an event loop. ``tests/clients.py``'s
@@ -14,9 +15,13 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any, TypeVar
+
+import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_SCRIPT = ".ci/install-browser.sh"
@@ -37,6 +42,7 @@ CHROMIUM_ARGS = [
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 def missing_browser() -> str | None:
@@ -125,3 +131,66 @@ class Gateway:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class TrioThread:
+    """A Trio service (``serve(*, task_status)``, e.g. a fake upstream's) run by ``trio.run``
+    on a thread of its own, so a blocking browser test can put a fake behind the gateway.
+
+    Entering returns once the service called ``task_status.started``; its value is
+    :attr:`started`. :meth:`call` and :meth:`run` reach into that event loop (to read or
+    drive the fake), and leaving cancels the service and joins the thread.
+    """
+
+    def __init__(self, serve: Callable[..., Awaitable[object]]) -> None:
+        self._serve = serve
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._error: BaseException | None = None
+        self.started: Any = None
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._root)
+        except BaseException as exc:  # handed to the test thread on exit
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _root(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.started = await nursery.start(self._serve)
+            self._token = trio.lowlevel.current_trio_token()
+            self._scope = nursery.cancel_scope
+            self._ready.set()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in the service's event loop (its state is not safe to read from here)."""
+        return trio.from_thread.run_sync(fn, trio_token=self._token)
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: object) -> T:
+        """``await fn(*args)`` in the service's event loop."""
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    def __enter__(self) -> TrioThread:
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT) or self._token is None:
+            self.__exit__(None, None, None)
+            raise AssertionError(f"the Trio service did not start: {self._error!r}")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None and self._scope is not None and self._thread.is_alive():
+            with suppress(trio.RunFinishedError):  # it ended by itself (its error: below)
+                trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+        self._thread.join(STOP_TIMEOUT)
+        assert not self._thread.is_alive(), "the Trio service did not stop"
+        if self._error is not None and exc is None:
+            raise AssertionError("the Trio service failed") from self._error

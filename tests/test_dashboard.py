@@ -33,7 +33,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from .browser import CHROMIUM, CHROMIUM_ARGS, ROOT, Gateway, missing_browser
+from trio_stock.config import KisAccount, Secret
+
+from .browser import CHROMIUM, CHROMIUM_ARGS, ROOT, Gateway, TrioThread, missing_browser
+from .fakes.fake_kis import FakeKis, trade_record
+from .test_kis_pool import KEYS, SECRETS, accounts_json
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Route
@@ -496,6 +500,86 @@ def test_health_shows_a_live_provider_that_cannot_reach_its_upstream(page: Page)
             "no price yet · KR provider reconnecting"
         )
         expect(card(page, "AAPL")).not_to_have_attribute("data-stale", re.compile(".*"))
+
+
+def test_a_kis_pool_shows_each_session_and_its_total_and_never_a_key(page: Page) -> None:
+    """KIS_ACCOUNTS of three keys against the fake KIS, which refuses the third at approval:
+    a row per session (label, state, used / quota, retries, connects, failed, why) and the
+    pool's total, in the page as on a phone, and no key or secret anywhere in it."""
+    from playwright.sync_api import expect
+
+    console = Console(page)
+    fake = FakeKis(accounts={KEYS[n]: SECRETS[n] for n in range(2)})
+    labels = [KisAccount(Secret(KEYS[n]), Secret(SECRETS[n])).label(n + 1) for n in range(3)]
+    with TrioThread(fake.serve) as kis:
+        env = {
+            "KIS_ACCOUNTS": accounts_json(3),
+            "KIS_WS_URL": fake.ws_url,
+            "KIS_REST_URL": fake.rest_url,
+            "KIS_REGISTER_INTERVAL": "0",
+        }
+        with Gateway(*OPEN, env=env) as gateway:
+            open_dashboard(page, gateway, watchlist=[])
+            expect_connected(page)
+            pool = page.locator('#pools table.pool[data-provider="kis"]')
+            rows = pool.locator("tbody tr.session")
+            expect(pool.locator("caption")).to_have_text("KR · KIS pool")
+            expect(rows.locator("th")).to_have_text(labels)
+            # The pool settles: two sessions up, the refused key failed with its reason.
+            states = ["connected", "connected", "auth_failed"]
+            for row, state in zip(rows.all(), states, strict=True):
+                expect(row).to_have_attribute("data-state", state)
+            expect(rows.locator(".state")).to_have_text(["connected", "connected", "auth failed"])
+            expect(rows.nth(2)).to_have_attribute("data-failed", "")
+            why = pool.locator("tbody tr.why")  # the line beneath kis-3 only
+            expect(why).to_have_count(1)
+            expect(rows.nth(2).locator("xpath=following-sibling::tr[1]")).to_have_class("why")
+            expect(why.locator(".flag")).to_have_text("failed")
+            expect(why.locator(".reason")).to_have_text("approval refused (HTTP 403)")
+            expect(rows.locator(".used")).to_have_text(["0 / 40"] * 3)
+            expect(rows.locator(".retries")).to_have_text(["0"] * 3)
+            expect(rows.locator(".connects")).to_have_text(["1", "1", "0"])
+            total = pool.locator("tfoot tr.total")
+            expect(total.locator("th")).to_have_text("Total")
+            expect(total.locator(".state")).to_have_text("2 of 3 usable")
+            expect(total.locator(".used")).to_have_text("0 / 80")  # the usable sessions' quota
+            expect(page.locator("#quota-kr")).to_have_text("0 / 80 Korean symbols in use")
+
+            # Two codes from the page: one on each session up, the total and the quota follow.
+            for code in ("005930", "000660"):
+                page.fill("#symbol-input", code)
+                page.press("#symbol-input", "Enter")
+            expect(rows.locator(".used")).to_have_text(["1 / 40", "1 / 40", "0 / 40"])
+            expect(total.locator(".used")).to_have_text("2 / 80")
+            expect(total.locator(".connects")).to_have_text("2")
+            expect(page.locator("#quota-kr")).to_have_text("2 / 80 Korean symbols in use")
+            by_key = kis.call(fake.registered_by_key)
+            assert by_key == {KEYS[0]: {"005930"}, KEYS[1]: {"000660"}}, by_key
+            # Prices flow through the pool's sessions to the cards.
+            assert kis.run(fake.send_trades, [trade_record("000660", 201_500)]) == 1
+            expect(card(page, "000660").locator(".price")).to_have_text("₩201,500")
+
+            # On a phone the table fits the panel, and the page does not scroll sideways.
+            page.set_viewport_size({"width": 375, "height": 740})
+            expect(pool).to_be_visible()
+            widths = page.evaluate(
+                """() => {
+                    const panel = document.querySelector('.panel').getBoundingClientRect();
+                    const table = document.querySelector('#pools table').getBoundingClientRect();
+                    return [document.documentElement.scrollWidth - window.innerWidth,
+                            table.right - panel.right];
+                }"""
+            )
+            assert widths[0] <= 0 and widths[1] <= 0, widths
+
+            # No key, secret or approval key anywhere in the page (text, attributes, storage).
+            page_text = page.content() + page.evaluate("JSON.stringify({...localStorage})")
+            approvals = kis.call(lambda: list(fake.approvals))
+            assert len(approvals) == 2
+            for secret in (*KEYS, *SECRETS, *approvals):
+                assert secret not in page_text
+                assert secret not in gateway.output
+    assert console.errors == []
 
 
 def test_market_badges_follow_health_and_a_closed_market_shows_its_last_close(

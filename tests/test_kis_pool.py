@@ -16,10 +16,13 @@ import pytest
 import trio
 import trio.testing
 
+import trio_stock
 from trio_stock.clock import WallClock
 from trio_stock.config import Config, KisAccount, Secret
+from trio_stock.endpoints.stock import QUOTA_FAILED
 from trio_stock.errors import ConfigError
 from trio_stock.hub import FailureReason, Hub, Policy
+from trio_stock.model import Market
 from trio_stock.upstream.backoff import Backoff
 from trio_stock.upstream.contract import ProviderState
 from trio_stock.upstream.kis import KisProvider
@@ -287,6 +290,53 @@ async def test_a_key_in_use_elsewhere_backs_off_while_the_others_serve(
             assert fake.registered_by_key() == {KEYS[1]: set(CODES[:40])}
             assert fake.refused_sessions <= refused + 1
             assert fake.max_sessions_per_key == 1
+
+
+async def test_seed_000_kis_max_subscriptions_is_the_quota_of_the_usable_sessions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Three keys, the third refused at approval: ``/ws/stock/``'s ``kis_max_subscriptions``
+    and its quota error name the pool's quota, its two usable sessions' 80 (not 3 x 40)."""
+    async with trio.open_nursery() as nursery:
+        fake = await nursery.start(FakeKis(accounts={KEYS[n]: SECRETS[n] for n in range(2)}).serve)
+        accounts = Config.from_mapping({"KIS_ACCOUNTS": accounts_json(3)}).kis_accounts
+        config = fake.gateway_config().replace(
+            kis_app_key=None, kis_app_secret=None, kis_accounts=accounts
+        )
+        gateway = await nursery.start(trio_stock.serve, config)
+        pool = gateway.hub.provider_for(Market.KR)
+        assert isinstance(pool, KisPool) and gateway.port is not None
+        with trio.fail_after(30):
+            await fake.wait_until(lambda: fake.approval_requests >= 3 and len(fake.sessions) == 2)
+        await trio.testing.wait_all_tasks_blocked()  # the refusal and the handshakes land
+        assert [s.state for s in pool.statistics().sessions] == [
+            ProviderState.CONNECTED,
+            ProviderState.CONNECTED,
+            ProviderState.AUTH_FAILED,
+        ]
+        async with real_websocket(gateway.port, "/ws/stock/") as ws:
+            await recv(ws, "connection_established")
+            await ws.send_message(json.dumps({"action": "list_subscriptions"}))
+            listing = await recv(ws, "subscriptions_list")
+            assert (listing["kis_active_subscriptions"], listing["kis_max_subscriptions"]) == (
+                0,
+                80,
+            )
+            await ws.send_message(json.dumps({"action": "subscribe", "codes": CODES[:81]}))
+            result = await recv(ws, "subscription_result")
+            assert (result["subscribed"], result["failed"]) == (CODES[:80], [CODES[80]])
+            assert result["error"] == QUOTA_FAILED.format(limit=80)  # "80개 종목 구독 실패"
+            await ws.send_message(json.dumps({"action": "list_subscriptions"}))
+            listing = await recv(ws, "subscriptions_list")
+            assert (listing["kis_active_subscriptions"], listing["kis_max_subscriptions"]) == (
+                80,
+                80,
+            )
+        assert {k: len(v) for k, v in fake.registered_by_key().items()} == {
+            KEYS[0]: 40,
+            KEYS[1]: 40,
+        }
+        nursery.cancel_scope.cancel()
 
 
 def test_the_gateway_builds_a_pool_from_kis_accounts_and_one_provider_from_one_key() -> None:

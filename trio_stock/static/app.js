@@ -1,8 +1,8 @@
 // trio_stock dashboard: one WebSocket (seed 003's /api/v2/realtime/ws/prices, which takes
 // Korean codes and US tickers alike and pushes the merged state), plus REST: polling of
-// /api/v2/realtime/status (quota in use) and /api/v2/realtime/health (provider states and
-// market hours), and /api/v2/realtime/history/{symbol} (the last hour of one-minute bars, so
-// a chart is drawn at once instead of starting empty).
+// /api/v2/realtime/status (quota in use) and /api/v2/realtime/health (provider states, a
+// pool's sessions, market hours), and /api/v2/realtime/history/{symbol} (the last hour of
+// one-minute bars, so a chart is drawn at once instead of starting empty).
 // Plain modern JS, no build step, no external resources: it must work offline.
 "use strict";
 
@@ -943,6 +943,7 @@ function renderHealth(health) {
     if (p.state !== "connected" && p.last_error) item.textContent += ` — ${p.last_error}`;
     healthEl.append(item);
   }
+  renderPools(health.providers ?? []);
   if (JSON.stringify(states) !== JSON.stringify(providerStates)) {
     providerStates = states;
     markAllDirty(); // cards of a market whose provider went down (or came back) change
@@ -952,6 +953,7 @@ function renderHealth(health) {
 function markHealthUnknown() {
   for (const item of healthEl.children) item.dataset.state = "unreachable";
   marketsEl.dataset.unknown = "";
+  poolsEl.dataset.unknown = "";
 }
 
 /** market -> the states of its providers, from the last /health. */
@@ -977,6 +979,100 @@ function retryFailed() {
     }
   }
   if (symbols.length) socket.send({ action: "subscribe", symbols });
+}
+
+// ---------------------------------------------------------------------------- pools
+
+const poolsEl = document.getElementById("pools");
+// A pool's columns: [heading, what it means (the heading's title), numeric].
+const POOL_COLUMNS = [
+  ["Session", "Its number and a hash prefix of its app key (never the key)", false],
+  ["State", "The session's connection", false],
+  ["Used", "Codes the pool placed on the session / the session's quota", true],
+  ["Retries", "Failed connection attempts in a row", true],
+  ["Connects", "Sessions opened since the gateway started", true],
+];
+const FAILED_TITLE = "The pool moved this session's codes to other sessions; it takes new codes once back";
+
+/**
+ * A table per pool (a provider whose /health entry lists `sessions`: several KIS app keys):
+ * one row per session (its label, state, used / quota, reconnect attempts, connects; why it
+ * is down on a line beneath) and the pool's total: codes placed over the quota of its usable
+ * sessions. Labels are the server's ("kis-1 (7a4c…)"), which never carry a key.
+ */
+function renderPools(providers) {
+  delete poolsEl.dataset.unknown;
+  const pools = providers.filter((p) => Array.isArray(p.sessions) && p.sessions.length);
+  poolsEl.replaceChildren(...pools.map(poolTable));
+}
+
+function poolTable(pool) {
+  const table = document.createElement("table");
+  table.className = "pool";
+  table.dataset.provider = pool.name;
+  table.createCaption().textContent = `${pool.market} · ${String(pool.kind).toUpperCase()} pool`;
+  const head = table.createTHead().insertRow();
+  for (const [text, title, numeric] of POOL_COLUMNS) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = text;
+    th.title = title;
+    if (numeric) th.className = "num";
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const s of pool.sessions) {
+    const row = body.insertRow();
+    row.className = "session";
+    row.dataset.session = s.label;
+    row.dataset.state = s.state;
+    if (s.failed) row.dataset.failed = "";
+    poolRow(row, s.label, STATE_TEXT[s.state] ?? s.state,
+      `${s.used} / ${s.quota}`, s.reconnect_attempts, s.connects);
+    // Failed, and why it is down, on a line beneath, in view; a connected session's past
+    // error only on hover.
+    const why = [s.detail, s.last_error].filter(Boolean).join(" · ");
+    if (s.failed || (why && s.state !== "connected")) {
+      const line = body.insertRow();
+      line.className = "why";
+      line.insertCell();
+      const cell = line.insertCell();
+      cell.colSpan = POOL_COLUMNS.length - 1;
+      if (s.failed) {
+        const flag = document.createElement("span");
+        flag.className = "flag";
+        flag.textContent = "failed";
+        flag.title = FAILED_TITLE;
+        cell.append(flag, " ");
+      }
+      const reason = document.createElement("span");
+      reason.className = "reason";
+      reason.textContent = why;
+      cell.append(reason);
+    } else if (why) {
+      row.title = `last error: ${why}`;
+    }
+  }
+  const sum = (field) => pool.sessions.reduce((total, s) => total + (Number(s[field]) || 0), 0);
+  const usable = pool.sessions.filter((s) => !s.failed && s.state !== "auth_failed").length;
+  const total = table.createTFoot().insertRow();
+  total.className = "total";
+  poolRow(total, "Total", `${usable} of ${pool.sessions.length} usable`,
+    `${sum("used")} / ${pool.quota}`, sum("reconnect_attempts"), sum("connects"));
+  return table;
+}
+
+/** Fill a row of a pool's table: its heading cell, then one cell per column. */
+function poolRow(row, label, ...values) {
+  const th = document.createElement("th");
+  th.scope = "row";
+  th.textContent = label;
+  row.append(th);
+  values.forEach((value, i) => {
+    const cell = row.insertCell();
+    cell.textContent = String(value);
+    cell.className = ["state", "num used", "num retries", "num connects"][i];
+  });
 }
 
 // ---------------------------------------------------------------------------- market hours
