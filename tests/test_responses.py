@@ -68,7 +68,9 @@ async def test_health_fields(autojump_clock: trio.testing.MockClock) -> None:
         "reconnect_attempts",
         "providers",
         "markets",
+        "cluster",
     ]
+    assert health["cluster"] is None  # one process, no --redis-url
     assert health["status"] == "connected"
     assert (health["is_running"], health["api_configured"], health["kis_configured"]) == (
         True,

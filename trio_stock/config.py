@@ -28,6 +28,7 @@ import dotenv
 import orjson
 from cattrs.errors import AttributeValidationNote as AttributeNote
 
+from .cluster.role import Role
 from .converter import converter
 from .errors import ConfigError
 
@@ -143,6 +144,14 @@ def _url(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> N
 _url.allowed = "a ws://, wss://, http:// or https:// URL"  # type: ignore[attr-defined]
 
 
+def _redis_url(instance: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingError("must be a redis://, rediss:// or unix:// URL", attribute.name)
+
+
+_redis_url.allowed = "a redis://, rediss:// or unix:// URL"  # type: ignore[attr-defined]
+
+
 def _trim_http(value: str | None) -> str | None:
     """``https://host/`` → ``https://host`` (REST bases are joined with paths)."""
     return value.rstrip("/") if value is not None and value.startswith("http") else value
@@ -202,6 +211,12 @@ class Config:
         converter=str.upper,  # "debug" works too
     )
     log_format: str = _setting("TRIO_STOCK_LOG_FORMAT", "text", _one_of("text", "json"))
+    redis_url: str | None = _setting("TRIO_STOCK_REDIS_URL", None, _redis_url)
+    role: Role = _setting("TRIO_STOCK_ROLE", Role.ALL)
+    node_id: str | None = _setting("TRIO_STOCK_NODE_ID", None)
+    node_ttl: float = _setting("TRIO_STOCK_NODE_TTL", 30.0, _between(0.3, 3600))
+    lease_ttl: float = _setting("TRIO_STOCK_LEASE_TTL", 10.0, _between(0.3, 600))
+    cluster_prefix: str = _setting("TRIO_STOCK_CLUSTER_PREFIX", "trio_stock")
     kis_app_key: Secret | None = _setting("KIS_APP_KEY", None)
     kis_app_secret: Secret | None = _setting("KIS_APP_SECRET", None)
     # Several app keys, one session each, as one pool (kis_pool.py): a JSON array.

@@ -6,11 +6,13 @@ linger reaper) and the HTTP/WebSocket listener with one task per client connecti
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import attrs
 import trio
 
+from .cluster.statistics import ClusterView
 from .config import Config, KrProvider, UsProvider
 from .errors import ConfigError
 from .hub import Hub
@@ -26,6 +28,7 @@ class Gateway:
     hub: Hub
     config: Config
     port: int | None  # the bound port (useful with port 0); None when not listening
+    cluster: ClusterView | None = None  # this node, with --redis-url
 
 
 def build_providers(config: Config) -> list[Provider]:
@@ -119,12 +122,19 @@ async def serve(
     bound, so ``await nursery.start(serve, config)`` returns when clients can connect.
     """
     config = config or Config.from_env()
-    hub = build_hub(config, providers)
     async with trio.open_nursery() as nursery:
-        await nursery.start(hub.run)
+        cluster = None
+        if config.redis_url is None:
+            hub = build_hub(config, providers)
+            await nursery.start(hub.run)
+        else:
+            from .cluster.serve import serve_node
+
+            local = build_providers(config) if providers is None else list(providers)
+            hub, cluster = await nursery.start(serve_node, config, local, providers is None)
         port = None
         if listen:
             from .server import serve_http
 
-            port = await nursery.start(serve_http, hub, config)
-        task_status.started(Gateway(hub=hub, config=config, port=port))
+            port = await nursery.start(functools.partial(serve_http, hub, config, cluster=cluster))
+        task_status.started(Gateway(hub=hub, config=config, port=port, cluster=cluster))

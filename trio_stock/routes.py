@@ -43,6 +43,8 @@ async def route(request: Request, state: ServerState) -> Response:
     found = _find(request.path)
     if found is None:
         return error_response(404, f"not found: {request.path[:200]}")
+    if not state.serves_clients and request.path not in NODE_ROUTES:
+        return error_response(404, "this node (role ingest) serves health and metrics only")
     entry, tail = found
     method = "GET" if request.method == "HEAD" else request.method  # HEAD: GET's head
     if method != entry.method:
@@ -100,6 +102,8 @@ _ROUTES: dict[str, Route] = {
     rest.PREFIX + "/cache": Route("GET", Access.USER, lambda req, st, g, t: rest.cache(req, st, g)),
     "/metrics": Route("GET", Access.ADMIN, lambda req, st, g, t: _metrics(st)),
 }
+# What an ingest node (upstream sessions only) answers.
+NODE_ROUTES = frozenset({"/health", "/ready", rest.PREFIX + "/health", "/metrics"})
 _PREFIX_ROUTES: dict[str, Route] = {
     "/static/": Route("GET", Access.PUBLIC, lambda req, st, g, name: _static(name, st)),
     rest.PREFIX + "/cache/": Route(

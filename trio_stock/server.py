@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from .access import build_verifier, redact
+from .cluster.statistics import ClusterView
 from .config import Config
 from .endpoints.client import CLOSE_GOING_AWAY, CLOSE_INTERNAL, ClientLimits, ClientSession
 from .endpoints.prices import PricesProtocol
@@ -72,6 +73,7 @@ async def serve_http(
     config: Config,
     *,
     limits: ClientLimits | None = None,
+    cluster: ClusterView | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``config.host:config.port``; ``task_status.started`` gets the bound port.
@@ -94,7 +96,12 @@ async def serve_http(
         listeners = [trio.SSLListener(t, tls, https_compatible=True) for t in tcp]
     scheme = "http" if tls is None else "https"
     state = ServerState(
-        hub, config, limits or client_limits(config), verifier=verifier, scheme=scheme
+        hub,
+        config,
+        limits or client_limits(config),
+        verifier=verifier,
+        scheme=scheme,
+        cluster=cluster,
     )
     handler = functools.partial(handle_connection, state=state)
     async with state.rest_holds, trio.open_nursery() as nursery:
@@ -245,7 +252,7 @@ async def _serve_requests(
 
 
 async def _upgrade(http: HttpConnection, request: Request, state: ServerState) -> Upgraded | None:
-    protocol = PROTOCOLS.get(request.path)
+    protocol = PROTOCOLS.get(request.path) if state.serves_clients else None
     if protocol is None:
         await http.send_error(RequestError(404, f"no WebSocket endpoint at {request.path[:200]}"))
         return None

@@ -13,6 +13,7 @@ from collections import Counter
 
 from .access import AccessPolicy
 from .auth import TokenVerifier
+from .cluster.statistics import ClusterView
 from .config import Config
 from .endpoints.client import ClientLimits
 from .endpoints.keepalive import KeepAlive
@@ -53,9 +54,13 @@ class ServerState:
         *,
         verifier: TokenVerifier | None = None,
         scheme: str = "http",
+        cluster: ClusterView | None = None,
     ) -> None:
         self.hub = hub
         self.config = config
+        self.cluster = cluster  # this node of a cluster, for health and metrics
+        # An ingest node holds upstream sessions only: no client endpoints.
+        self.serves_clients = cluster is None or config.role.serves_clients
         self.limits = limits
         self.access = AccessPolicy(config, verifier, lambda: hub.clock.now_ns() / 1e9, scheme)
         self.rest_holds = hub.subscriber(Policy.DISCARD, name="rest", max_symbols=REST_HOLD_LIMIT)

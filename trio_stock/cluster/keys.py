@@ -38,9 +38,9 @@ class Keys:
         """Channel: a node changed its demand for ``session`` (the message is the node)."""
         return f"{self.prefix}:demand-changed:{session}"
 
-    def answers(self, node: str) -> str:
-        """Channel: the holders' answers to ``node``'s subscribes, and revocations."""
-        return f"{self.prefix}:answers:{node}"
+    def answers(self, session: str, node: str) -> str:
+        """Channel: the holder's answers to ``node``'s subscribes, and its revocations."""
+        return f"{self.prefix}:answers:{session}:{node}"
 
     def state(self, symbol: str) -> str:
         """The latest state of ``symbol`` (written by its holder, fenced)."""

@@ -18,6 +18,7 @@ import attrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from .. import market_hours
+from ..cluster.statistics import NodeStatistics
 from ..converter import converter
 from ..hub import Bar, Failure
 from ..market_hours import MarketPhase
@@ -81,6 +82,7 @@ class Health:
     reconnect_attempts: int
     providers: tuple[ProviderStatistics, ...]
     markets: dict[str, TradingPhase]  # by market, from the hub's clock
+    cluster: NodeStatistics | None = None  # this node, when it runs in a cluster
 
 
 @attrs.frozen

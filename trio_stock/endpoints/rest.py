@@ -75,6 +75,7 @@ def health(state: ServerState) -> Response:
             reconnect_attempts=sum(p.reconnect_attempts for p in stats.providers),
             providers=stats.providers,
             markets=trading_phases(state.hub.clock.now_ns(), _always_open(state, stats)),
+            cluster=None if state.cluster is None else state.cluster.statistics(),
         ),
     )
 

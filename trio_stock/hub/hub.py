@@ -34,7 +34,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 import trio
@@ -294,6 +294,8 @@ class Hub:
         clock: Epoch time source (follows Trio's clock); a fixed one for tests.
         command_buffer: Commands each provider's channel holds; None: 4 per quota slot,
             at least 64 (``contract.COMMAND_BUFFER_*``).
+        on_state: Called with every new state, after the subscribers were offered it;
+            synchronous, must not block (a cluster holder forwards states with it).
 
     Run it as a service, which also runs its providers::
 
@@ -311,6 +313,7 @@ class Hub:
         history_bars: int = DEFAULT_HISTORY_BARS,
         clock: WallClock | None = None,
         command_buffer: int | None = None,
+        on_state: Callable[[SymbolState], None] | None = None,
     ) -> None:
         if history_bars < 1:
             raise ValueError(f"history_bars must be at least 1, not {history_bars}")
@@ -320,6 +323,7 @@ class Hub:
         self.cache_limit = cache_limit
         self.history_bars = history_bars
         self.clock = clock or WallClock()
+        self._on_state = on_state
         self._links: dict[Market, _Link] = {}
         for provider in providers:
             if provider.market in self._links:
@@ -663,6 +667,8 @@ class Hub:
         self._published += 1
         for subscriber in topic.subscribers:
             subscriber._offer(state)
+        if self._on_state is not None:
+            self._on_state(state)
 
     def _evict_cold(self) -> None:
         for symbol in self._latest:
