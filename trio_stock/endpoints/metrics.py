@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ..cluster.statistics import HopStatistics, NodeStatistics
 from ..hub import HubStatistics, UpstreamUsage
 from ..upstream.contract import ProviderStatistics, SessionStatistics
 
@@ -149,4 +150,76 @@ def render(state: ServerState) -> str:
     )
     refused = [({"reason": reason}, n) for reason, n in state.admission.refused.items()]
     lines += _family("connections_refused_total", "counter", "Connections refused (503).", refused)
+    if state.cluster is not None:
+        lines += cluster_lines(state.cluster.statistics())
     return "\n".join(lines) + "\n"
+
+
+def cluster_lines(node: NodeStatistics) -> list[str]:
+    """This node of a cluster: who it is, Redis, leases, demand, quota, the Redis hop."""
+    lines = _family(
+        "cluster_node_info", "gauge", "This node.", [({"node": node.node, "role": node.role}, 1)]
+    )
+    lines += _family(
+        "cluster_redis_connected",
+        "gauge",
+        "1 while the cluster's Redis answers this node's heartbeat.",
+        [({}, int(node.redis_connected))],
+    )
+    lines += _family(
+        "cluster_lease_held",
+        "gauge",
+        "1 while this node holds the upstream session.",
+        [({"session": lease.session}, int(lease.held)) for lease in node.leases],
+    )
+    lines += _family(
+        "cluster_demand_symbols",
+        "gauge",
+        "Symbols this node's clients hold, per session.",
+        [({"session": session}, n) for session, n in node.demand.items()],
+    )
+    lines += _family(
+        "cluster_holder_demand_symbols",
+        "gauge",
+        "Held sessions: symbols each node of the cluster asks for.",
+        [
+            ({"session": session, "node": other}, n)
+            for session, by_node in node.holder_demand.items()
+            for other, n in by_node.items()
+        ],
+    )
+    for name, text, index in (
+        ("cluster_quota_used", "Held sessions: upstream slots the whole cluster uses.", 0),
+        ("cluster_quota", "Held sessions: the upstream quota.", 1),
+    ):
+        samples = [({"session": s}, usage[index]) for s, usage in node.holder_quota.items()]
+        lines += _family(name, "gauge", text, samples)
+    return lines + _hop_lines(node.hops)
+
+
+def _hop_lines(hops: Sequence[HopStatistics]) -> list[str]:
+    name = "trio_stock_cluster_hop_lag_seconds"
+    lines = [
+        f"# HELP {name} Time from the holder's write to this node's read of a state.",
+        f"# TYPE {name} histogram",
+    ]
+    for hop in hops:
+        session = _labels({"session": hop.session})[1:-1]
+        for bound, count in zip(hop.lag_buckets, hop.lag_counts, strict=True):
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f'{name}_bucket{{{session},le="{le}"}} {count}')
+        lines.append(f"{name}_sum{{{session}}} {hop.lag_sum!r}")
+        lines.append(f"{name}_count{{{session}}} {hop.lag_counts[-1]}")
+    lines += _family(
+        "cluster_hop_dropped_old_total",
+        "counter",
+        "States older than one already forwarded (dropped).",
+        [({"session": hop.session}, hop.dropped_old) for hop in hops],
+    )
+    lines += _family(
+        "cluster_stale",
+        "gauge",
+        "1 while this node cannot reach Redis: the session's prices may be stale.",
+        [({"session": hop.session}, int(hop.stale)) for hop in hops],
+    )
+    return lines
