@@ -1,22 +1,15 @@
-"""A price stream: one seed 003 connection to the gateway, kept up for as long as it is open.
+"""A price stream: a seed 003 connection to the gateway, kept up for as long as it is open.
 
-:func:`open_price_stream` starts a task that connects, asks for every symbol the program
-wants, reads, and reconnects by itself when the connection ends; the program iterates the
-stream. How each ending is treated:
+:func:`open_price_stream` starts one task that connects, asks for every symbol the
+program wants, reads, and reconnects by itself when the connection ends (when and whether:
+:mod:`.endings`); the program iterates the stream. Everything that happens reaches the
+program in order: :class:`Connected` once the gateway greets the client,
+:class:`Disconnected` with the wait before the next try, :class:`SubscriptionFailed`, and
+per symbol a :class:`Gap` on the first update after updates it did not see (:mod:`.gaps`).
+What the program has not read yet waits in a bounded buffer (:mod:`.pending`).
 
-- the gateway going away (1001), a lost connection, no pong, a refused or timed-out
-  connect: try again after capped exponential backoff with jitter (``Backoff``, the policy
-  of the gateway's own upstream sessions);
-- 1013 (try again later), 4008 (too many connections for the user) and an HTTP 503 or
-  429 at the upgrade: the same, but not before ``LATER`` seconds (or ``Retry-After``);
-- 4001 (no valid token), 4003 (not entitled) and any other 4xx answer to the upgrade:
-  retrying would not help, so the stream ends with :class:`StreamRefused`.
-
-Every outcome reaches the program in order: :class:`Connected` and :class:`Disconnected`
-events, and per symbol a :class:`Gap` on the first update after updates it did not see.
-
-The token goes in the upgrade's ``Authorization: Bearer`` header; it is never logged and
-never part of a value the stream hands out (a URL's ``access_token`` is masked).
+The connection owns its TCP stream and always closes it: trio-websocket 0.12 may leave it
+open after an abnormal closure (DESIGN.md, "Known library pitfalls").
 """
 
 from __future__ import annotations
@@ -24,17 +17,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import ssl
-import urllib.parse
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import attrs
 import trio
 import trio_websocket
 
-from ..access import redact
+from ..limits import TokenBucket
 from ..symbols import normalize_symbol
 from ..upstream.backoff import Backoff
+from .address import Address, bearer_header
+from .endings import Ended, refusal, retry_delay
 from .gaps import GapFinder
 from .pending import Arrived, Pending
 from .values import (
@@ -48,78 +42,40 @@ from .values import (
 )
 from .wire import (
     ErrorReply,
+    Greeting,
     MalformedMessage,
     ServerMessage,
     SubscriptionReply,
     parse,
-    subscribe_request,
-    unsubscribe_request,
+    subscribe_requests,
+    unsubscribe_requests,
 )
 
 log = logging.getLogger(__name__)
 
-PRICES_PATH = "/api/v2/realtime/ws/prices"  # used when the URL names no path
-CONNECT_TIMEOUT = 10.0  # seconds for TCP, TLS and the WebSocket handshake together
+CONNECT_TIMEOUT = 10.0  # seconds for TCP, TLS and the WebSocket handshake, each
 CLOSE_GRACE = 2.0  # seconds the close handshake may take when the program leaves
 INITIAL_BACKOFF = 0.5  # seconds before the first retry (then doubling, up to max_backoff)
 HEALTHY_AFTER = 30.0  # seconds a connection must last for the backoff to start over
-LATER = 5.0  # seconds at least before a retry the gateway asked to come "later"
-MAX_RETRY_AFTER = 300.0  # a gateway's Retry-After is honoured up to this
-MAX_MESSAGE_SIZE = 256 * 1024  # bytes; larger messages close the connection (1009)
+MAX_MESSAGE_SIZE = 256 * 1024  # bytes; a larger message closes the connection (1009)
 READ_AHEAD = 16  # messages trio-websocket may read ahead of the stream
-REFUSED_CODES = frozenset({4001, 4003})  # endpoints/client.py: auth failures
-LATER_CODES = frozenset({1013, 4008})  # endpoints/client.py: slow client, too many connections
-
-
-@attrs.frozen
-class _Target:
-    """Where to connect, from the URL."""
-
-    host: str
-    port: int
-    resource: str  # path and query
-    tls: bool
-    public_url: str  # the URL with any access_token masked: safe to show and log
-
-    @classmethod
-    def from_url(cls, url: str) -> _Target:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"not a ws:// or wss:// URL with a host: {redact(url)!r}")
-        tls = parts.scheme == "wss"
-        resource = parts.path if parts.path not in ("", "/") else PRICES_PATH
-        if parts.query:
-            resource += "?" + parts.query
-        public = urllib.parse.urlunsplit(parts._replace(query=redact(parts.query)))
-        return cls(parts.hostname, parts.port or (443 if tls else 80), resource, tls, public)
-
-    @property
-    def host_header(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == (443 if self.tls else 80) else f"{host}:{self.port}"
-
-
-@attrs.frozen
-class _Ended:
-    """How one connection (or attempt) ended."""
-
-    code: int | None  # the close code; None when there was none
-    reason: str
-    status: int | None = None  # the HTTP status of a refused upgrade
-    retry_after: float | None = None
-    was_connected: bool = False
+# Under the gateway's churn limit (5 requests a second, 20 at once, ClientLimits), so
+# that no subscribe is refused for its rate, however the program calls.
+REQUESTS_PER_SECOND = 4.0
+REQUEST_BURST = 16
 
 
 class PriceStream:
     """The program's side of a price stream. Made by :func:`open_price_stream`.
 
     Iterate it for :class:`PriceUpdate` values and :data:`StreamEvent` events, in the order
-    they happened. One task should iterate; any task may subscribe and unsubscribe.
+    they happened. One task iterates; any task may subscribe and unsubscribe.
     """
 
     def __init__(
         self,
-        target: _Target,
+        address: Address,
+        symbols: Iterable[str],
         *,
         token: str | None,
         pending: Pending,
@@ -128,18 +84,28 @@ class PriceStream:
         ping_timeout: float,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
-        self._target = target
-        self._headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
+        if max_backoff <= 0 or ping_interval < 0 or ping_timeout <= 0:
+            raise ValueError("max_backoff and ping_timeout must be positive, ping_interval >= 0")
+        self._address = address
+        self._headers = bearer_header(token)  # the only place the token is kept
         self._pending = pending
         self._backoff = Backoff(
-            initial=INITIAL_BACKOFF, maximum=max_backoff, healthy_after=HEALTHY_AFTER
+            initial=min(INITIAL_BACKOFF, max_backoff),
+            maximum=max_backoff,
+            healthy_after=HEALTHY_AFTER,
         )
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._ssl_context = ssl_context
-        self._wanted: dict[str, None] = {}  # an ordered set: the symbols asked for
+        self._wanted = dict.fromkeys(_canonical(symbols))  # an ordered set
+        self._requests = TokenBucket(REQUESTS_PER_SECOND, REQUEST_BURST)
+        self._pacing = trio.Lock()
         self._ws: trio_websocket.WebSocketConnection | None = None
-        self._connection = 0  # the number of the current (or last) connection
+        self._attempt = 0  # tries since the stream was last connected
+        self._connection = 0  # the number of the current (or last) WebSocket connection
+        self._greeted = False  # the gateway greeted the current connection
+        self._sessions = 0  # connections the gateway greeted
+        self._paused = False  # lossless and full: not reading until the program reads
         self._refused: StreamRefused | None = None
         self._failed_in_reply: tuple[str, ...] = ()  # the next `error` is about these
         self._gaps = GapFinder()
@@ -148,7 +114,7 @@ class PriceStream:
         self._updates = self._gap_count = self._malformed = 0
 
     def __repr__(self) -> str:
-        return f"<PriceStream {self._target.public_url} connected={self._ws is not None}>"
+        return f"<PriceStream {self._address.public_url} connected={self._greeted}>"
 
     # ---- the program's side ----------------------------------------------------------
 
@@ -165,8 +131,7 @@ class PriceStream:
         while True:
             item = self._pending.take()
             if item is None:
-                if self._refused is not None:
-                    raise self._refused
+                self._check_open()
                 await self._arrived.park()
                 continue
             self._room.unpark_all()
@@ -178,18 +143,19 @@ class PriceStream:
     async def subscribe(self, symbols: Iterable[str]) -> None:
         """Ask for ``symbols`` too, now and after every reconnect.
 
-        Returns once the request is sent (or kept for the next connection); the gateway's
-        refusals arrive in the stream as :class:`SubscriptionFailed`.
+        Returns once the request is sent, or kept for the next connection; the gateway's
+        refusals come in the stream as :class:`SubscriptionFailed`. Requests are paced
+        under the gateway's rate limit, so a burst of calls may wait a little.
 
         Raises:
-            InvalidSymbol: a symbol is neither a Korean code nor a US ticker (nothing is
-                asked for then).
+            InvalidSymbol: a symbol is neither a Korean code nor a US ticker (then nothing
+                is asked for).
             StreamRefused: the stream has ended.
         """
         new = [s for s in _canonical(symbols) if s not in self._wanted]
         self._check_open()
         self._wanted.update(dict.fromkeys(new))
-        await self._send(subscribe_request(new) if new else None)
+        await self._send(self._ws, subscribe_requests(new))
 
     async def unsubscribe(self, symbols: Iterable[str]) -> None:
         """Stop asking for ``symbols``; none of their updates is handed out after this.
@@ -203,13 +169,13 @@ class PriceStream:
         for symbol in gone:
             del self._wanted[symbol]
         self._gaps.forget(gone)
-        await self._send(unsubscribe_request(gone) if gone else None)
+        await self._send(self._ws, unsubscribe_requests(gone))
 
     def statistics(self) -> StreamStatistics:
         """The stream's counters now."""
         return StreamStatistics(
-            connected=self._ws is not None,
-            reconnects=max(0, self._connection - 1),
+            connected=self._greeted,
+            reconnects=max(0, self._sessions - 1),
             updates=self._updates,
             gaps=self._gap_count,
             dropped=self._pending.dropped,
@@ -231,19 +197,29 @@ class PriceStream:
         return attrs.evolve(update, gap=gap)
 
     def _check_open(self) -> None:
-        if self._refused is not None:
-            raise self._refused
+        if self._refused is not None:  # a new one each time: tracebacks do not pile up
+            raise StreamRefused(self._refused.code, self._refused.reason)
 
-    async def _send(self, request: str | None) -> None:
-        ws = self._ws
-        if request is None or ws is None:
-            await trio.lowlevel.checkpoint()
-            return  # the next connection asks for every wanted symbol
-        with contextlib.suppress(trio_websocket.ConnectionClosed):
-            await ws.send_message(request)  # lost meanwhile: the reconnect asks again
+    async def _send(
+        self, ws: trio_websocket.WebSocketConnection | None, requests: Sequence[str]
+    ) -> None:
+        await trio.lowlevel.checkpoint()
+        for request in requests:
+            if ws is not None and ws is self._ws:
+                await self._pace()
+            if ws is None or ws is not self._ws:
+                return  # not connected: the next connection asks for every wanted symbol
+            with contextlib.suppress(trio_websocket.ConnectionClosed):
+                await ws.send_message(request)  # lost meanwhile: the same
 
-    async def _close(self) -> None:
-        """Say goodbye (1000) while the connection's reader still runs; bounded."""
+    async def _pace(self) -> None:
+        async with self._pacing:  # one sender waits at a time, so its token is its own
+            if not self._requests.take():
+                await trio.sleep(1 / REQUESTS_PER_SECOND)  # a token's worth of refill
+                self._requests.take()
+
+    async def _say_goodbye(self) -> None:
+        """Close with 1000 if connected (bounded), while the connection's reader still runs."""
         ws = self._ws
         if ws is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
@@ -253,120 +229,106 @@ class PriceStream:
 
     async def run(self) -> None:
         """Connect, read and reconnect until cancelled or refused."""
-        attempt = 0
         while True:
-            attempt += 1
-            ended = await self._connect_and_read(attempt)
-            if ended.was_connected:
-                attempt = 0
-            refused = _refusal(ended)
+            self._attempt += 1
+            ended = await self._connect_and_read()
+            refused = refusal(ended)
             if refused is not None:
-                log.warning("price stream to %s refused: %s", self._target.public_url, refused)
+                log.warning("price stream to %s: %s", self._address.public_url, refused)
                 self._refused = refused
                 self._arrived.unpark_all()
                 return
-            delay = self._delay(ended)
+            delay = retry_delay(ended, self._backoff)
             log.info(
                 "price stream to %s: %s; retry in %.1f s",
-                self._target.public_url,
+                self._address.public_url,
                 ended.reason,
                 delay,
             )
             self._put_event(Disconnected(ended.code, ended.reason, round(delay, 3)))
             await trio.sleep(delay)
 
-    def _delay(self, ended: _Ended) -> float:
-        delay = self._backoff.failed()
-        if ended.code in LATER_CODES or ended.status in (429, 503):
-            delay = max(delay, min(LATER, self._backoff.maximum))
-        if ended.retry_after is not None:
-            delay = max(delay, min(ended.retry_after, MAX_RETRY_AFTER))
-        return delay
-
-    async def _connect_and_read(self, attempt: int) -> _Ended:
+    async def _connect_and_read(self) -> Ended:
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
                 stream = await self._open_stream()
         except (OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-            return _Ended(None, _describe(exc))
+            return Ended(None, _why_not_connected(exc))
         rejected: trio_websocket.ConnectionRejected | None = None
         try:
             async with trio.open_nursery() as nursery:
-                try:
-                    with trio.fail_after(CONNECT_TIMEOUT):
-                        ws = await trio_websocket.wrap_client_stream(
-                            nursery,
-                            stream,
-                            self._target.host_header,
-                            self._target.resource,
-                            extra_headers=self._headers,
-                            message_queue_size=READ_AHEAD,
-                            max_message_size=MAX_MESSAGE_SIZE,
-                        )
-                except trio.TooSlowError:
-                    nursery.cancel_scope.cancel()
-                    return _Ended(None, "the WebSocket handshake was not answered in time")
-                ended = await self._serve(ws, nursery, attempt)
+                ended = await self._upgrade_and_read(stream, nursery)
                 nursery.cancel_scope.cancel()
                 return ended
         except* trio_websocket.ConnectionRejected as group:  # raised by its reader task
             rejected = _first(group)
         finally:
-            await trio.aclose_forcefully(stream)  # trio-websocket may leave it open (DESIGN.md)
-        return _rejected(rejected)
+            await trio.aclose_forcefully(stream)
+        return Ended.rejected(rejected)
 
     async def _open_stream(self) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
-        tcp = await trio.open_tcp_stream(self._target.host, self._target.port)
-        if not self._target.tls:
+        tcp = await trio.open_tcp_stream(self._address.host, self._address.port)
+        if not self._address.tls:
             return tcp
         context = self._ssl_context or ssl.create_default_context()
-        tls = trio.SSLStream(tcp, context, server_hostname=self._target.host)
+        tls = trio.SSLStream(tcp, context, server_hostname=self._address.host)
         try:
-            await tls.do_handshake()
+            await tls.do_handshake()  # here, so a certificate error is told as one
         except BaseException:
             await trio.aclose_forcefully(tcp)
             raise
         return tls
 
-    async def _serve(
-        self, ws: trio_websocket.WebSocketConnection, nursery: trio.Nursery, attempt: int
-    ) -> _Ended:
+    async def _upgrade_and_read(
+        self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream], nursery: trio.Nursery
+    ) -> Ended:
+        ws = None
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            ws = await trio_websocket.wrap_client_stream(
+                nursery,
+                stream,
+                self._address.host_header,
+                self._address.resource,
+                extra_headers=self._headers,
+                message_queue_size=READ_AHEAD,
+                max_message_size=MAX_MESSAGE_SIZE,
+            )
+        if ws is None:  # also a stream closed mid-handshake: trio-websocket 0.12 waits on
+            return Ended(None, f"no WebSocket handshake within {CONNECT_TIMEOUT:g} s")
+        return await self._read(ws, nursery)
+
+    async def _read(self, ws: trio_websocket.WebSocketConnection, nursery: trio.Nursery) -> Ended:
         self._connection += 1
         connection = self._connection
         self._ws, wanted = ws, list(self._wanted)  # together: a subscribe now is sent once
-        self._backoff.connected()
-        self._put_event(Connected(self._target.public_url, attempt))
-        log.info("price stream connected to %s", self._target.public_url)
         try:
             with trio.CancelScope() as unanswered:
                 if self._ping_interval:
                     nursery.start_soon(self._keep_alive, ws, unanswered)
-                if wanted:
-                    await ws.send_message(subscribe_request(wanted))
+                await self._send(ws, subscribe_requests(wanted))
                 while True:
                     await self._take(await ws.get_message(), connection)
-            timeout = self._ping_timeout
-            return _Ended(None, f"no pong within {timeout:g} s", was_connected=True)
+            return Ended(None, f"no pong within {self._ping_timeout:g} s")
         except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason or ws.closed
-            if reason is None:
-                return _Ended(None, "connection lost", was_connected=True)
-            text = reason.reason or reason.name.lower().replace("_", " ")
-            return _Ended(reason.code, text, was_connected=True)
+            return Ended.closed(exc.reason or ws.closed)
         finally:
             self._ws = None
+            self._greeted = False
 
     async def _keep_alive(
         self, ws: trio_websocket.WebSocketConnection, unanswered: trio.CancelScope
     ) -> None:
         # A gateway that vanished without a FIN (a cable, a NAT) would leave the reader
-        # waiting forever: a ping that no pong answers ends the connection instead.
+        # waiting forever: a ping no pong answers ends the connection instead. Not while
+        # the stream itself stopped reading (lossless, full): then no pong can come in.
         try:
             while True:
                 await trio.sleep(self._ping_interval)
+                if self._paused:
+                    continue
                 with trio.move_on_after(self._ping_timeout) as waited:
                     await ws.ping()
-                if waited.cancelled_caught:
+                if waited.cancelled_caught and not self._paused:
                     unanswered.cancel()
                     return
         except trio_websocket.ConnectionClosed:
@@ -381,21 +343,42 @@ class PriceStream:
             return
         if isinstance(value, PriceUpdate):
             self._updates += 1
-            while not self._pending.has_room():  # lossless: stop reading, the socket waits
-                await self._room.park()
+            await self._wait_for_room()
             self._pending.put_update(value, connection)
             self._arrived.unpark_all()
         elif value is not None:
             self._answer(value)
 
+    async def _wait_for_room(self) -> None:
+        # Lossless and full: stop reading. The socket fills, and the gateway applies its
+        # own policy (it conflates, or closes with 1013); nothing grows here.
+        while not self._pending.has_room():
+            self._paused = True
+            try:
+                await self._room.park()
+            finally:
+                self._paused = False
+
     def _answer(self, reply: ServerMessage) -> None:
-        if isinstance(reply, SubscriptionReply):
+        if isinstance(reply, Greeting):
+            self._greet()
+        elif isinstance(reply, SubscriptionReply):
             # The gateway follows a reply listing `failed` symbols with an `error` saying why.
             self._failed_in_reply = reply.failed
         elif isinstance(reply, ErrorReply):
             symbols = reply.failed or self._failed_in_reply
             self._failed_in_reply = ()
             self._put_event(SubscriptionFailed(symbols, reply.message))
+
+    def _greet(self) -> None:
+        # The gateway greets a client it accepted (a refused token is closed before), so
+        # only now is the stream connected, and a lasting connection resets the backoff.
+        self._greeted = True
+        self._sessions += 1
+        self._backoff.connected()
+        self._put_event(Connected(self._address.public_url, self._attempt))
+        self._attempt = 0
+        log.info("price stream connected to %s", self._address.public_url)
 
     def _put_event(self, event: StreamEvent) -> None:
         self._pending.put_event(event)
@@ -408,14 +391,11 @@ def _canonical(symbols: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(normalize_symbol(s)[0] for s in symbols))
 
 
-def _refusal(ended: _Ended) -> StreamRefused | None:
-    if ended.code in REFUSED_CODES:
-        assert ended.code is not None
-        return StreamRefused(ended.code, ended.reason)
-    status = ended.status
-    if status is not None and 400 <= status < 500 and status not in (408, 429):
-        return StreamRefused(status, ended.reason)
-    return None
+def _why_not_connected(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return f"cannot connect: no connection within {CONNECT_TIMEOUT:g} s"
+    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+    return f"cannot connect: {cause or exc}"
 
 
 def _first(
@@ -426,26 +406,6 @@ def _first(
         leaf = leaf.exceptions[0]
     assert isinstance(leaf, trio_websocket.ConnectionRejected)
     return leaf
-
-
-def _rejected(exc: trio_websocket.ConnectionRejected | None) -> _Ended:
-    assert exc is not None
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in exc.headers}
-    body = (exc.body or b"")[:500].decode("utf-8", "replace").strip()
-    retry_after = headers.get("retry-after", "")
-    return _Ended(
-        None,
-        f"HTTP {exc.status_code}" + (f": {body}" if body else ""),
-        status=exc.status_code,
-        retry_after=float(retry_after) if retry_after.isdigit() else None,
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return f"no connection within {CONNECT_TIMEOUT:g} s"
-    cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
-    return f"cannot connect: {cause or exc}"
 
 
 @asynccontextmanager
@@ -468,10 +428,11 @@ async def open_price_stream(
             ``/api/v2/realtime/ws/prices``.
         symbols: What to ask for from the start (more with :meth:`PriceStream.subscribe`).
         token: A JWT for a gateway with auth on, sent as ``Authorization: Bearer``.
-        conflate: Keep the newest update per symbol when the program falls more than
-            ``buffer`` updates behind (skips reported as gaps); ``False``: lossless, the
-            stream stops reading at ``buffer`` updates and the gateway's own policy applies
-            (it conflates, or closes with 1013 and the stream reconnects later).
+        conflate: When the program falls more than ``buffer`` updates behind, keep the
+            newest update of each symbol (the skips are reported as gaps). ``False``:
+            lossless; at ``buffer`` updates the stream stops reading and the gateway's
+            own policy applies (it conflates, or closes with 1013 and the stream
+            reconnects later); either way a skip is reported as a gap.
         buffer: Updates the stream holds for the program before either policy steps in.
         max_backoff: The longest wait between reconnect attempts, in seconds, before jitter.
         ping_interval: Seconds between the stream's pings (0: none).
@@ -479,11 +440,13 @@ async def open_price_stream(
         ssl_context: For ``wss://``; the system's default trust otherwise.
 
     Raises:
-        ValueError: ``url`` is not a ws:// or wss:// URL, or ``buffer`` is below 1.
+        ValueError: ``url`` is not a ws:// or wss:// URL, ``buffer`` is below 1, a
+            duration is out of range, or the token cannot be sent as a header.
         InvalidSymbol: one of ``symbols`` is neither a Korean code nor a US ticker.
     """
     stream = PriceStream(
-        _Target.from_url(url),
+        Address.from_url(url),
+        symbols,
         token=token,
         pending=Pending(buffer, conflate=conflate),
         max_backoff=max_backoff,
@@ -491,11 +454,10 @@ async def open_price_stream(
         ping_timeout=ping_timeout,
         ssl_context=ssl_context,
     )
-    stream._wanted.update(dict.fromkeys(_canonical(symbols)))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream.run)
         try:
             yield stream
         finally:
-            await stream._close()
+            await stream._say_goodbye()
             nursery.cancel_scope.cancel()

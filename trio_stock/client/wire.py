@@ -8,7 +8,7 @@ counts and skips (a gateway's bug must not end the program).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -18,6 +18,13 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ..converter import converter
 from .values import PriceUpdate
+
+
+@attrs.frozen
+class Greeting:
+    """``connected``: the gateway accepted the client (with auth on, its token too)."""
+
+    message: str
 
 
 @attrs.frozen
@@ -37,27 +44,38 @@ class ErrorReply:
     failed: tuple[str, ...] = ()
 
 
-ServerMessage = PriceUpdate | SubscriptionReply | ErrorReply
+ServerMessage = PriceUpdate | Greeting | SubscriptionReply | ErrorReply
+
+
+# A gateway refuses a whole request over a client's symbol limit (200 by default): a stream
+# that asks for more, e.g. after a reconnect, asks in parts and loses only the excess.
+SYMBOLS_PER_REQUEST = 50
 
 
 class MalformedMessage(ValueError):
     """A message from the gateway that is not JSON, or not the shape of its ``type``."""
 
 
-converter.register_structure_hook(
+_structure_update = make_dict_structure_fn(
     PriceUpdate,
-    make_dict_structure_fn(
-        PriceUpdate,
-        converter,
-        kind=override(rename="data_type"),
-        timestamp_ms=override(rename="timestamp"),
-        epoch=override(struct_hook=lambda value, _: None if value is None else int(value)),
-        gap=override(omit=True),  # the stream's finding, never the wire's
-    ),
+    converter,
+    kind=override(rename="data_type"),
+    timestamp_ms=override(rename="timestamp"),
+    gap=override(omit=True),  # the stream's finding, never the wire's
 )
+
+
+def _structure_price_update(value: Any, _: type) -> PriceUpdate:
+    if isinstance(value, dict) and "epoch" not in value:
+        value = {**value, "epoch": None}  # a gateway older than the field
+    return _structure_update(value, PriceUpdate)
+
+
+converter.register_structure_hook(PriceUpdate, _structure_price_update)
 
 _TYPES: dict[str, type[ServerMessage]] = {
     "price_update": PriceUpdate,
+    "connected": Greeting,
     "subscription": SubscriptionReply,
     "error": ErrorReply,
 }
@@ -66,7 +84,7 @@ _TYPES: dict[str, type[ServerMessage]] = {
 def parse(message: str | bytes) -> ServerMessage | None:
     """The typed value of one message; ``None`` for those a stream has no use for.
 
-    ``connected``, ``pong``, ``subscriptions`` and ``auth`` carry nothing the stream needs.
+    ``pong``, ``subscriptions`` and ``auth`` carry nothing the stream needs.
 
     Raises:
         MalformedMessage: not a JSON object, or not the shape its ``type`` promises.
@@ -88,16 +106,18 @@ def parse(message: str | bytes) -> ServerMessage | None:
     return value
 
 
-def subscribe_request(symbols: Iterable[str]) -> str:
-    """A ``subscribe`` request for ``symbols``."""
-    return _request("subscribe", symbols)
+def subscribe_requests(symbols: Sequence[str]) -> list[str]:
+    """``subscribe`` requests for ``symbols``, ``SYMBOLS_PER_REQUEST`` at most in each."""
+    return _requests("subscribe", symbols)
 
 
-def unsubscribe_request(symbols: Iterable[str]) -> str:
-    """An ``unsubscribe`` request for ``symbols``."""
-    return _request("unsubscribe", symbols)
+def unsubscribe_requests(symbols: Sequence[str]) -> list[str]:
+    """``unsubscribe`` requests for ``symbols``, ``SYMBOLS_PER_REQUEST`` at most in each."""
+    return _requests("unsubscribe", symbols)
 
 
-def _request(action: str, symbols: Iterable[str]) -> str:
-    payload: dict[str, Any] = {"action": action, "symbols": list(symbols)}
-    return orjson.dumps(payload).decode()
+def _requests(action: str, symbols: Sequence[str]) -> list[str]:
+    return [
+        orjson.dumps({"action": action, "symbols": symbols[i : i + SYMBOLS_PER_REQUEST]}).decode()
+        for i in range(0, len(symbols), SYMBOLS_PER_REQUEST)
+    ]
