@@ -9,15 +9,19 @@ an item fails after 60 virtual seconds rather than hanging.
 from __future__ import annotations
 
 import logging
+import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from unittest.mock import ANY
 
 import jwt
 import pytest
 import trio
 import trio.testing
+import trustme
 
 import trio_stock
 from trio_stock import Config, Gateway, Hub, InvalidSymbol, Policy, Tick, TickKind
@@ -38,6 +42,8 @@ from trio_stock.gateway import build_hub
 from trio_stock.model import SymbolState
 from trio_stock.server import serve_http
 from trio_stock.transport.wsserver import text_frame
+
+from .clients import gateway_process
 
 Item = PriceUpdate | StreamEvent
 SECRET = "a-development-secret-of-40-characters!!!"
@@ -454,3 +460,78 @@ async def test_a_gateway_that_stops_answering_pings_is_left_and_retried(
             assert trio.current_time() - started == pytest.approx(8)
             assert isinstance(await next_item(s), Connected)  # and tried again
         nursery.cancel_scope.cancel()
+
+
+# ---- requests, TLS ----------------------------------------------------------------------------
+
+
+async def test_a_burst_of_subscribes_is_paced_under_the_gateways_churn_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The gateway refuses more than 20 requests at once (5/s after): none is lost here."""
+    tickers = [f"T{letter}{digit}" for letter in "ABC" for digit in range(10)]
+    async with gateway() as served, open_price_stream(url_of(served)) as s:
+        assert isinstance(await next_item(s), Connected)
+        started = trio.current_time()
+        for ticker in tickers:  # one request each
+            await s.subscribe([ticker])
+        assert trio.current_time() - started >= (len(tickers) - 16) / 4  # paced after a burst
+        seen: set[str] = set()
+        while seen != set(tickers):
+            item = await next_item(s)
+            assert not isinstance(item, SubscriptionFailed), item
+            if isinstance(item, PriceUpdate):
+                seen.add(item.symbol)
+
+
+async def test_wss_with_the_programs_own_trust(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(key_path))
+    for pem in cert.cert_chain_pems:
+        pem.write_to_path(str(cert_path), append=True)
+    config = sim_config(TRIO_STOCK_TLS_CERT=str(cert_path), TRIO_STOCK_TLS_KEY=str(key_path))
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    async with gateway(config) as served:
+        url = f"wss://127.0.0.1:{served.port}"
+        async with open_price_stream(url, ["AAPL"], ssl_context=trusted) as s:
+            assert await next_item(s) == Connected(url, attempt=1)
+            assert {u.symbol for u in await updates_of(s, 3)} == {"AAPL"}
+        async with open_price_stream(url, ["AAPL"]) as untrusting:  # the system's trust
+            refused = await next_item(untrusting)
+            assert isinstance(refused, Disconnected) and refused.code is None
+            assert "CERTIFICATE_VERIFY_FAILED" in refused.reason
+
+
+# ---- the README's example -------------------------------------------------------------------
+
+
+def write_readme_example(script: Path) -> None:
+    """The README's client example, the block after its marker, into ``script``."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- readme-client -->", 1)[1]
+    script.write_text(block.split("```python\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+
+
+async def test_the_readme_client_example_runs_against_a_gateway_process(tmp_path: Path) -> None:
+    """As written in the README, against ``python -m trio_stock`` (real time: two processes)."""
+    script = tmp_path / "example.py"
+    write_readme_example(script)
+    ticking = {"TRIO_STOCK_SIM_TICKS_PER_SECOND": "20"}
+    async with gateway_process(env=ticking) as (_, port):
+        with trio.fail_after(60):
+            run = await trio.run_process(
+                [sys.executable, str(script), url_of(port)],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    assert run.returncode == 0, run.stderr.decode()
+    lines = run.stdout.decode().splitlines()
+    assert lines[0] == f"Connected(url='{url_of(port)}', attempt=1)"
+    assert {line.split()[0] for line in lines[1:-1]} == {"005930", "AAPL", "MSFT"}
+    assert lines[-1].startswith("StreamStatistics(connected=True, reconnects=0, ")
