@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint browser screenshot bench-setup bench
+.PHONY: run test lint browser redis screenshot bench-setup bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,16 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(PY) -m trio_stock $(ARGS)
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser redis
 	$(PY) -m pytest $(ARGS)
 
 # The dashboard tests drive Debian's Chromium; install it once (needs root: apt-get).
 browser: $(VENV)/.installed
 	@[ -x /usr/bin/chromium ] || PYTHON=$(PY) bash .ci/install-browser.sh
+
+# The cluster tests start real redis-servers; install Debian's once (needs root: apt-get).
+redis:
+	@command -v redis-server >/dev/null || bash .ci/install-redis.sh
 
 # Refresh the README's picture of the board, docs/dashboard.png (make test only writes
 # build/dashboard.png, so it leaves the tree clean): the browser test that takes it, with a
