@@ -9,6 +9,7 @@ an item fails after 60 virtual seconds rather than hanging.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import sys
 import time
@@ -429,7 +430,10 @@ async def test_malformed_messages_are_counted_and_skipped(
 
 
 async def silent_server(task_status: trio.TaskStatus[int]) -> None:
-    """Accepts the WebSocket upgrade, then never reads again (a peer behind a dead link)."""
+    """Accepts the WebSocket upgrade, greets, then answers nothing (a peer behind a dead link).
+
+    It still reads raw bytes, unparsed, only to close its end when the client closes its own.
+    """
     from wsproto import ConnectionType, WSConnection
     from wsproto.events import AcceptConnection, Request, TextMessage
 
@@ -439,7 +443,8 @@ async def silent_server(task_status: trio.TaskStatus[int]) -> None:
             protocol.receive_data(await stream.receive_some())
         await stream.send_all(protocol.send(AcceptConnection()))
         await stream.send_all(protocol.send(TextMessage('{"type": "connected", "message": ""}')))
-        await trio.sleep_forever()
+        while await stream.receive_some():
+            pass  # a ping, a close: nothing is answered
 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     task_status.started(listeners[0].socket.getsockname()[1])
@@ -459,6 +464,12 @@ async def test_a_gateway_that_stops_answering_pings_is_left_and_retried(
             assert (lost.code, lost.reason) == (None, "no pong within 3 s")
             assert trio.current_time() - started == pytest.approx(8)
             assert isinstance(await next_item(s), Connected)  # and tried again
+            open_files = len(os.listdir("/proc/self/fd"))
+            for _ in range(5):  # every connection left closes its socket (DESIGN.md pitfalls)
+                assert isinstance(await next_item(s), Disconnected)
+                assert isinstance(await next_item(s), Connected)
+                assert len(os.listdir("/proc/self/fd")) == open_files
+            assert s.statistics().reconnects == 6
         nursery.cancel_scope.cancel()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from typing import Any
 
@@ -12,6 +13,7 @@ import trio
 import trio.testing
 import trio_websocket
 
+import trio_stock.client
 from trio_stock.client import Connected, Disconnected, Gap, PriceUpdate, StreamRefused
 from trio_stock.client.address import PRICES_PATH, Address, bearer_header
 from trio_stock.client.endings import Ended, refusal, retry_delay
@@ -288,3 +290,15 @@ def test_the_token_goes_in_a_bearer_header_or_is_refused_unseen() -> None:
         with pytest.raises(ValueError) as refused:
             bearer_header(bad)
         assert bad not in str(refused.value) or bad == ""
+
+
+def test_the_clients_public_names_are_exactly_the_intended_ones() -> None:
+    public = {
+        name
+        for name in dir(trio_stock.client)
+        if not name.startswith("_") and not inspect.ismodule(getattr(trio_stock.client, name))
+    }
+    assert public == {
+        "Connected", "Disconnected", "Gap", "PriceStream", "PriceUpdate", "StreamEvent",
+        "StreamRefused", "StreamStatistics", "SubscriptionFailed", "open_price_stream",
+    }  # fmt: skip

@@ -78,9 +78,10 @@ class Connected:
 class Disconnected:
     """The connection ended or an attempt failed; the next try is in ``retry_in`` seconds.
 
-    ``code`` is the server's close code (1001: going away, 1013: try again later, 4008:
-    too many connections for the user), or ``None`` when there was none (refused, lost,
-    timed out; or the HTTP status when the upgrade was answered with 503).
+    ``code`` is the gateway's close code (1001: going away, 1013: try again later, 4008:
+    too many connections for the user), or ``None`` when there was none: refused, lost,
+    timed out, or the upgrade answered with an HTTP error (503: full), which ``reason``
+    then names.
     """
 
     code: int | None
