@@ -52,3 +52,6 @@ def configure(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # coredis logs every failed connect with a traceback at ERROR and every idle close at
+    # INFO; the cluster reports Redis trouble itself (health, metrics, one warning).
+    logging.getLogger("coredis").setLevel(max(logging.WARNING, root.level) + 10)

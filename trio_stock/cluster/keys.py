@@ -19,7 +19,7 @@ class Keys:
         return f"{self.prefix}:lease:{session}"
 
     def fence(self, session: str) -> str:
-        """The counter that hands out a session's fencing tokens (INCR)."""
+        """The last fencing token of a session (lease.py: grows across Redis restarts)."""
         return f"{self.prefix}:fence:{session}"
 
     def node(self, node: str) -> str:

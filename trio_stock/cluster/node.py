@@ -148,7 +148,12 @@ class ClusterNode:
         self._leases[session] = lease
 
         async def hold(fence: Fence) -> None:
-            await self._hold(session, fence)
+            # A holding is an error boundary: a bug in it ends this holding only (the lease
+            # is released and tried again), never the standby or the node.
+            try:
+                await self._hold(session, fence)
+            except Exception:
+                log.exception("%s: the holding failed; the lease is released", session)
 
         await hold_while_leased(lease, hold, task_status=task_status)
 
