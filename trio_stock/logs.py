@@ -53,5 +53,5 @@ def configure(level: str, log_format: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # coredis logs every failed connect with a traceback at ERROR and every idle close at
-    # INFO; the cluster reports Redis trouble itself (health, metrics, one warning).
-    logging.getLogger("coredis").setLevel(max(logging.WARNING, root.level) + 10)
+    # INFO; the cluster reports Redis trouble itself (health, metrics, one warning line).
+    logging.getLogger("coredis").setLevel(logging.CRITICAL)
