@@ -217,6 +217,24 @@ async def test_wait_subscribed_and_unsubscribed_follow_the_upstream(
         await us.wait_unsubscribed("AAPL")  # at once: it is gone
 
 
+async def test_after_wait_subscribed_every_trade_reaches_the_subscriber_live(
+    hub: Hub, us: ScriptedMarket, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The subscribe that asked for the symbol has attached its subscriber by then, so no
+    trade is folded into its first snapshot. (Trio wakes tasks in a random order: without
+    that, about every other run would see only the last of these trades.)"""
+    for _ in range(20):
+        async with hub.subscriber() as updates, trio.open_nursery() as nursery:
+            nursery.start_soon(hub.subscribe, updates, ["AAPL"])
+            await us.wait_subscribed("AAPL")
+            us.trade("AAPL", 190.12)
+            us.trade("AAPL", 190.13)
+            with trio.fail_after(1):
+                prices = [(await updates.receive()).last_price for _ in range(2)]
+            assert prices == [190.12, 190.13]
+        await us.wait_unsubscribed("AAPL")
+
+
 async def test_the_hubs_quota_check_meets_the_markets_quota(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import attrs
 import trio
+import trio.testing
 
 from ..model import Market, Tick, TickKind
 from ..results import FailureReason
@@ -203,16 +204,23 @@ class ScriptedMarket:
         return frozenset(self._held)
 
     async def wait_subscribed(self, symbol: str) -> None:
-        """Return once ``symbol`` is registered upstream (at once if it is).
+        """Return once ``symbol`` is registered upstream and the hub has acted on it.
 
-        The hub learns of the registration at the same moment; a subscriber whose own
-        subscribe has not returned yet receives what you trade next as its first update
-        (the symbol's latest state), so when every single tick matters, trade after the
-        subscriber's subscribe returned (or its client saw the subscription confirmed).
+        The subscribe that asked for the symbol (a gateway client's, or your program's in
+        another task) has then attached its subscriber, so every tick you send next reaches
+        it live: without that wait, ticks sent before the subscriber is attached would reach
+        it folded into one first update (the symbol's latest state).
+
+        "Acted on" is :func:`trio.testing.wait_all_tasks_blocked`: every task woken by the
+        registration has run until it waits again. A program with a task that never waits
+        (a busy loop of ``trio.sleep(0)``) would keep this from returning.
         """
         canonical = self._canonical(symbol)
         while canonical not in self._held:
             await self._changed.wait()
+        # The hub's subscribe wakes on the registration at the same moment as this task,
+        # and Trio runs tasks woken together in a random order: let it attach first.
+        await trio.testing.wait_all_tasks_blocked()
 
     async def wait_unsubscribed(self, symbol: str) -> None:
         """Return once ``symbol`` is not registered upstream (at once if it is not).
