@@ -193,8 +193,12 @@ class ClusterProvider:
     # ---- reading ------------------------------------------------------------------------
 
     async def _read(self, pubsub: Any, answers: str) -> None:
-        async for message in pubsub:
-            if message["type"] != "message":
+        while True:
+            # Not ``async for``: coredis's iterator ends for good when the PubSub reconnects
+            # after Redis went away (its cleanup clears the event ``__anext__`` checks), while
+            # ``get_message`` goes on reading the same stream across reconnects.
+            message = await pubsub.get_message()
+            if message is None or message["type"] != "message":
                 continue
             self._status.messages += 1
             if _text(message["channel"]) == answers:

@@ -152,8 +152,10 @@ class DemandReconciler:
             self._nursery = nursery
             nursery.start_soon(self._reconcile_periodically)
             task_status.started()
-            async for message in pubsub:
-                if message["type"] == "message":
+            while True:
+                # Not ``async for``: it ends for good when the PubSub reconnects (edge.py).
+                message = await pubsub.get_message()
+                if message is not None and message["type"] == "message":
                     await self._guarded(self._announced(message["data"]))
 
     async def _announced(self, data: bytes | str) -> None:
@@ -194,14 +196,16 @@ class DemandReconciler:
         demand = self._node(node)
         demand.refused &= wanted
         await self._answer(node, self._revocations(demand))
+        awaited = set(awaited) & wanted
+        # A symbol the node asks for now is a new request, tried again like a client's
+        # second subscribe in one process: an earlier refusal (kept only so that periodic
+        # reconciles do not retry it while the node's set still lists it) is no answer.
+        demand.refused -= awaited
         held = demand.subscriber.symbols
         released = held - wanted - demand.in_flight
         if released:
             self._hub.unsubscribe(demand.subscriber, released)
-        awaited = set(awaited) & wanted
-        ready = [Answer(s, True) for s in awaited & held]
-        refused = [Answer(s, False, detail="refused before") for s in awaited & demand.refused]
-        await self._answer(node, ready + refused)
+        await self._answer(node, [Answer(s, True) for s in awaited & held])
         new = wanted - held - demand.in_flight - demand.refused
         if new and self._nursery is not None:
             demand.in_flight |= new
