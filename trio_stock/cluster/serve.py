@@ -22,6 +22,12 @@ from .node import ClusterNode, ClusterSettings, new_node_id
 from .redis import RedisClient, open_redis
 
 EDGE_ACK_MARGIN = 5.0  # seconds an edge waits beyond the holder's own acknowledgement timeout
+# A node's hub releases a symbol nobody holds at once: the linger happens once, in the
+# holder's hub. Were the node's hub to linger too, the symbol would stay in the node's demand
+# and count against the cluster's quota, so another node could not take its slot (in one
+# process a lingering symbol yields its slot when it is needed), and a released symbol would
+# reach the upstream after two lingers. A page switch costs a round trip through Redis.
+EDGE_LINGER = 0.0
 
 
 def settings_of(config: Config) -> ClusterSettings:
@@ -79,7 +85,7 @@ async def serve_node(
         edges = edge_providers(redis, keys, settings.node_id, local)
         hub = Hub(
             edges,
-            linger=config.linger,
+            linger=EDGE_LINGER,
             ack_timeout=config.ack_timeout + EDGE_ACK_MARGIN,
             max_symbols_per_subscriber=config.max_symbols_per_client,
         )
