@@ -148,6 +148,20 @@ async def test_a_stream_connects_and_receives_typed_updates(
         assert stats.updates >= 20 and stats.dropped == 0 and stats.malformed == 0
 
 
+async def test_leaving_the_stream_closes_it_for_good(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with gateway() as served:
+        async with open_price_stream(url_of(served), ["AAPL"]) as s:
+            assert isinstance(await next_item(s), Connected)
+        await trio.sleep(10)
+    # Our own 1000 close is not a disconnect: the stream never connected a second time.
+    opened = [r for r in caplog.records if "websocket seed003 opened" in r.getMessage()]
+    assert len(opened) == 1
+    assert not any("retry in" in r.getMessage() for r in caplog.records)
+
+
 async def test_subscribe_and_unsubscribe_on_the_fly(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -107,6 +107,7 @@ class PriceStream:
         self._sessions = 0  # connections the gateway greeted
         self._paused = False  # lossless and full: not reading until the program reads
         self._refused: StreamRefused | None = None
+        self._leaving = False  # the program left the `async with`: closing for good
         self._failed_in_reply: tuple[str, ...] = ()  # the next `error` is about these
         self._gaps = GapFinder()
         self._arrived = trio.lowlevel.ParkingLot()  # the program waits here for items
@@ -220,6 +221,7 @@ class PriceStream:
 
     async def _say_goodbye(self) -> None:
         """Close with 1000 if connected (bounded), while the connection's reader still runs."""
+        self._leaving = True  # the close that follows is ours: no reconnect
         ws = self._ws
         if ws is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
@@ -232,6 +234,8 @@ class PriceStream:
         while True:
             self._attempt += 1
             ended = await self._connect_and_read()
+            if self._leaving:
+                return
             refused = refusal(ended)
             if refused is not None:
                 log.warning("price stream to %s: %s", self._address.public_url, refused)
