@@ -1,5 +1,8 @@
 """``python -m trio_stock``: run the gateway as a server.
 
+Two subcommands are dispatched before the server's flags are read: ``token``
+(:mod:`.token_command`) and ``watch`` (:mod:`.watch.command`).
+
 Every setting has a flag generated from :class:`~trio_stock.config.Config` (flags win over
 the environment and ``.env``). Secrets have no flags on purpose: a command line is visible
 to every user of the machine in ``ps``; set them in the environment or ``.env``.
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "WebSocket and REST. With no configuration it serves a simulated market on "
         "127.0.0.1:8000. Secrets (KIS_APP_KEY, KIS_APP_SECRET, KIS_ACCOUNTS, FMP_API_KEY) are "
         "read from the environment or a .env file only.",
+        epilog="Other commands: 'python -m trio_stock token --help' (a development token), "
+        "'python -m trio_stock watch --help' (live prices in the terminal).",
     )
     parser.add_argument("--version", action="version", version=f"trio_stock {__version__}")
     for field in attrs.fields(Config):
@@ -186,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import token_command
 
         return token_command.main(argv[1:])
+    if argv[:1] == ["watch"]:
+        from .watch import command
+
+        return command.main(argv[1:])
     try:
         config = load_config(argv)
     except ConfigError as exc:
