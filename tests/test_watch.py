@@ -24,6 +24,7 @@ import termios
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -174,7 +175,10 @@ def test_plain_lines_have_the_documented_fields() -> None:
         last_price=71500.0, change=-100.0, change_percent=-0.14, bid_price=71500.0,
         ask_price=71600.0, timestamp_ms=1_700_000_000_123,
     )  # fmt: skip
-    assert plain_line(korean) == "2023-11-14T22:13:20.123Z 005930 KR T 71500 -100 -0.14 71500 71600"
+    line = "2023-11-14T22:13:20.123Z 005930 KR T 71500 -100 -0.14 71500 71600"
+    assert plain_line(korean) == line
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert line in readme.split("## Watching prices in the terminal", 1)[1]  # as documented
     quote = update("AAPL", kind="Q", last_price=189.45, bid_price=189.44, ask_price=189.46)
     fields = plain_line(quote).split(" ")
     assert fields[1:] == ["AAPL", "US", "Q", "189.45", "-", "-", "189.44", "189.46"]
