@@ -111,6 +111,7 @@ def decode_state(data: bytes) -> RemoteState:
         isinstance(symbol, str)
         and all(type(n) is int for n in (fence, epoch, seq, provider_ns, received_ns))
         and all(type(n) is int for n in (published_ns, trade_seq))
+        and isinstance(kind, str)  # before the lookup: a list or a dict is unhashable
         and kind in _KINDS
         and isinstance(record_seq, str)
         and all(_is_number(n) for n in numbers)
@@ -158,8 +159,11 @@ def ticks_of(state: RemoteState, trade_seen: bool) -> list[Tick]:
     A quote carries its symbol's last trade; when the node has not seen that trade (its
     first state of the symbol, or a trade the holder conflated into the quote), a trade tick
     comes first, so the node's merged state and its seed 000 clients get the trade too.
+    Only a state whose own tick was the trade (``trade_seq == seq``) passes its price on
+    as a trade: a trade tick without a price (which moved nothing) must not repeat the
+    last trade at a new time.
     """
-    trade = state.kind is TickKind.TRADE
+    trade = state.kind is TickKind.TRADE and state.trade_seq == state.seq
     tick = Tick(
         state.symbol,
         state.kind,
