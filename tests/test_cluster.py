@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,13 +138,10 @@ async def _start_node(
     name: str,
     env: dict[str, str],
     cwd: Path,
-    nursery: trio.Nursery,
     *,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Start a node, hand it back once it listens, and keep reading its output until it exits."""
-    import re
-
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trio_stock", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -179,7 +177,7 @@ async def cluster_of(
         started: list[Node | None] = [None] * len(names)
 
         async def start(i: int) -> None:
-            started[i] = await nursery.start(_start_node, names[i], env_of(names[i]), cwd, nursery)
+            started[i] = await nursery.start(_start_node, names[i], env_of(names[i]), cwd)
 
         async with trio.open_nursery() as starting:
             for i in range(len(names)):
@@ -193,7 +191,7 @@ async def cluster_of(
             raise
         finally:
             for node in nodes:
-                if node.process.returncode is None:
+                if node.process.poll() is None:
                     node.process.send_signal(signal.SIGCONT)  # a stopped node must die too
                     node.process.kill()
             nursery.cancel_scope.cancel()
@@ -215,7 +213,7 @@ async def holder_of(nodes: Sequence[Node], session: str) -> tuple[Node, int]:
     async def held() -> bool:
         found.clear()
         for node in nodes:
-            if node.process.returncode is None and (fence := await node.fence(session)):
+            if node.process.poll() is None and (fence := await node.fence(session)):
                 found.append((node, fence))
         return len(found) == 1
 
