@@ -80,6 +80,8 @@ class ClusterProvider:
         self._trades: dict[str, int] = {}  # trade_seq of the last trade forwarded
         self._session: tuple[int, int] | None = None  # (fence, epoch) of the newest state
         self._pubsub: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._confirmations = 0  # of the answers channel: more than one is a reconnect
         self._link: UpstreamLink | None = None
         self.stale = False  # Redis is unreachable: the data may be old
         self.lag_counts = [0] * len(LAG_BUCKETS)  # the Redis hop (published to read)
@@ -104,11 +106,14 @@ class ClusterProvider:
     ) -> None:
         self._link = link
         channel = self._keys.answers(self.name, self._node)
+        # Subscribe confirmations are read too: a second one for the answers channel means
+        # the PubSub reconnected by itself, and what was published meanwhile is lost.
         pubsub = self._redis.pubsub(
-            channels=[channel], ignore_subscribe_messages=True, max_idle_seconds=PUBSUB_KEEPALIVE
+            channels=[channel], ignore_subscribe_messages=False, max_idle_seconds=PUBSUB_KEEPALIVE
         )
         async with pubsub, trio.open_nursery() as nursery:
             self._pubsub = pubsub
+            self._nursery = nursery
             self._status.state = ProviderState.CONNECTED
             self._status.connects += 1
             link.session_started()
@@ -165,6 +170,15 @@ class ClusterProvider:
                 pipe.sadd(keys.demand(self.name, node), demand)
                 pipe.sadd(keys.demanders(self.name), [node])
 
+    async def _resync_after_reconnect(self) -> None:
+        log.info("%s: the cluster's pub/sub reconnected; re-reading snapshots", self.name)
+        try:
+            await self.resync()
+        except Exception as error:
+            if not is_redis_failure(error):
+                raise
+            # Redis went away again: the node's heartbeat resyncs once it is back.
+
     async def resync(self) -> None:
         """Redis is back: ask again for what awaits an answer, re-read every snapshot."""
         self._order.clear()
@@ -198,7 +212,14 @@ class ClusterProvider:
             # after Redis went away (its cleanup clears the event ``__anext__`` checks), while
             # ``get_message`` goes on reading the same stream across reconnects.
             message = await pubsub.get_message()
-            if message is None or message["type"] != "message":
+            if message is None:
+                continue
+            if message["type"] == "subscribe" and _text(message["channel"]) == answers:
+                self._confirmations += 1
+                if self._confirmations > 1 and self._nursery is not None:
+                    self._nursery.start_soon(self._resync_after_reconnect)
+                continue
+            if message["type"] != "message":
                 continue
             self._status.messages += 1
             if _text(message["channel"]) == answers:

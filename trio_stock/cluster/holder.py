@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 import trio
+from coredis.commands.script import Script
 
 from ..clock import WallClock
 from ..hub import Hub, Policy, Subscriber
@@ -104,6 +105,20 @@ class StatePublisher:
         self.published += len(items)
         self.batches += 1
         return True
+
+
+# A node's demand is dropped only if its heartbeat is still missing, in one step: a node
+# that beats again between the check and the delete keeps the demand it just wrote.
+_DROP_SILENT_NODE: Script[bytes] = Script(
+    script="""
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return 1
+"""
+)
 
 
 @attrs.define
@@ -235,13 +250,18 @@ class DemandReconciler:
         return demand
 
     async def _drop(self, node: str) -> None:
+        keys = self._keys
+        dropped: object = await _DROP_SILENT_NODE(
+            keys=[keys.node(node), keys.demanders(self._session), keys.demand(self._session, node)],
+            args=[node],
+            client=self._redis,
+        )
+        if dropped != 1:
+            return  # it beat again in between: its demand stands
         demand = self._nodes.pop(node, None)
         if demand is not None:
             log.info("%s: node %s stopped beating; its demand is released", self._session, node)
             demand.subscriber.close()  # its symbols linger, then go upstream
-        keys = self._keys
-        await self._redis.srem(keys.demanders(self._session), [node])
-        await self._redis.delete([keys.demand(self._session, node)])
 
     async def _answer(self, node: str, answers: list[Answer]) -> None:
         if answers:

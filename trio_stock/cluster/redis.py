@@ -44,22 +44,23 @@ persistence (``--save '' --appendonly no``) it has also lost every key; the leas
 that (``lease.py``). coredis logs a failed connect at ERROR and a dropped connection at INFO
 on the ``coredis`` logger.
 
-**Pub/sub buffers are unbounded.** Each connection parses incoming push messages into an
-anyio memory stream of size ``math.inf``, and :class:`coredis.PubSub` moves them into another
-one of size ``math.inf`` that :meth:`~coredis.PubSub.get_message` reads. Nothing in coredis
-drops or pushes back, so a consumer that stops reading grows memory without limit (Redis
-itself cuts a subscriber off only at ``client-output-buffer-limit pubsub``, 32 MB by default).
-A consumer must therefore read every message promptly in a task that does nothing else and
-move it on with ``send_nowait`` into a bounded Trio channel, counting what it has to drop;
-the message's ``seq`` then shows the gap to whoever reads the channel. A ``PubSub`` survives a
-restart by itself: its run loop reconnects with exponential backoff (0.1 s doubling to 16 s,
-with jitter, for ever) and subscribes again. Messages published meanwhile are lost (Redis
-pub/sub is at most once); the new ``subscribe`` confirmation it receives after reconnecting
-is the sign of that gap, so a consumer that must notice gaps opens its ``PubSub`` with
-``ignore_subscribe_messages=False`` and reloads the latest state when a confirmation arrives
-after the first. Its keep-alive pings after ``max_idle_seconds`` without traffic; open it with
-``max_idle_seconds=PUBSUB_KEEPALIVE``, below :data:`MAX_IDLE_TIME`, or the connection reader
-closes a quiet subscription.
+**Pub/sub buffers are unbounded.** Each connection parses incoming push messages into an anyio
+memory stream of size ``math.inf``, and :class:`coredis.PubSub` moves them into another one of
+size ``math.inf`` that :meth:`~coredis.PubSub.get_message` reads. Nothing in coredis drops or
+pushes back, so a consumer that stops reading grows memory without limit (Redis itself cuts a
+subscriber off only at ``client-output-buffer-limit pubsub``, 32 MB by default). A consumer
+must therefore read every message promptly in a task that does nothing else and move it on
+with ``send_nowait`` into a bounded Trio channel, counting what it has to drop; the message's
+``seq`` then shows the gap to whoever reads the channel. A ``PubSub`` survives a restart by
+itself — read it with :meth:`~coredis.PubSub.get_message` in a loop, because its ``async for``
+iterator ends for good at the first reconnect: its run loop reconnects with exponential
+backoff (0.1 s doubling to 16 s, with jitter, for ever) and subscribes again. Messages
+published meanwhile are lost (Redis pub/sub is at most once); the new ``subscribe``
+confirmation it receives after reconnecting is the sign of that gap, so a consumer that must
+notice gaps opens its ``PubSub`` with ``ignore_subscribe_messages=False`` and reloads the
+latest state when a confirmation arrives after the first. Its keep-alive pings after
+``max_idle_seconds`` without traffic; open it with ``max_idle_seconds=PUBSUB_KEEPALIVE``,
+below :data:`MAX_IDLE_TIME`, or the connection reader closes a quiet subscription.
 
 **Clocks.** coredis's timeouts run on Trio's clock (anyio's ``fail_after``), so they must not
 run under ``MockClock(autojump_threshold=0)``: while a task waits for Redis the clock would
