@@ -46,12 +46,84 @@ def _conflated_in(body: Any) -> float | None:
 
 
 def conflated_delta(stats: dict[str, Any]) -> dict[str, Any] | None:
-    """Conflated updates during the window, from the first stats URL that reports them."""
+    """Conflated updates during the window, from the first stats URL that reports them.
+
+    Several ``/metrics`` URLs (a cluster's nodes) are summed; other URLs of the same server
+    report the same hub again, so only the first of those counts.
+    """
+    found = []
     for start, end in zip(stats.get("start", []), stats.get("end", []), strict=False):
         a, b = _conflated_in(start.get("body")), _conflated_in(end.get("body"))
         if a is not None and b is not None:
-            return {"url": start["url"], "during_window": b - a}
+            found.append((str(start["url"]), b - a))
+    metrics = [(url, n) for url, n in found if url.endswith("/metrics")]
+    if len(metrics) > 1:
+        return {
+            "url": " + ".join(u for u, _ in metrics),
+            "during_window": sum(n for _, n in metrics),
+        }
+    return {"url": found[0][0], "during_window": found[0][1]} if found else None
+
+
+# ---------------------------------------------------------------- a cluster's window
+def _hop_quantile(bounds: list[float | None], counts: list[int], q: float) -> float | None:
+    """The upper bound (s) of the bucket holding quantile ``q`` (None: above the last bound)."""
+    total = counts[-1] if counts else 0
+    if total <= 0:
+        return None
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= q * total:
+            return bound
     return None
+
+
+def cluster_window(lgr: dict[str, Any]) -> dict[str, Any]:
+    """Per node of a cluster, from its health at the window's start and end: the Redis hop.
+
+    ``hops``: states each edge read from Redis per second and the hop's lag (holder's write
+    → edge's read) as the bucket bounds of its p50 and p99 in the window (the buckets are
+    1, 2, 5, 10, 20, 50 ms ...: coarse). ``per_url``: what the load generator got per edge.
+    """
+    stats = lgr.get("server_stats", {})
+    seconds = lgr["window"]["seconds"]
+    nodes = []
+    for start, end in zip(stats.get("start", []), stats.get("end", []), strict=False):
+        a, b = start.get("body"), end.get("body")
+        if not (isinstance(a, dict) and isinstance(b, dict)) or "cluster" not in b:
+            continue
+        ca, cb = a.get("cluster") or {}, b["cluster"] or {}
+        node: dict[str, Any] = {"url": end["url"], "node": cb.get("node"), "role": cb.get("role")}
+        node["leases_held"] = [x["session"] for x in cb.get("leases", []) if x.get("held")]
+        node["holder_quota"] = cb.get("holder_quota")
+        hops = []
+        before = {h["session"]: h for h in ca.get("hops", [])}
+        for h in cb.get("hops", []):
+            h0 = before.get(h["session"], {})
+            c0 = h0.get("lag_counts") or [0] * len(h["lag_counts"])
+            counts = [y - x for x, y in zip(c0, h["lag_counts"], strict=True)]
+            received = h["received"] - h0.get("received", 0)
+            if received <= 0:
+                continue
+            bounds = h["lag_buckets"]
+            hops.append(
+                {
+                    "session": h["session"],
+                    "received_per_s": received / seconds,
+                    "dropped_old": h["dropped_old"] - h0.get("dropped_old", 0),
+                    "lag_mean_ms": (h["lag_sum"] - h0.get("lag_sum", 0.0)) * 1e3 / received,
+                    "lag_p50_le_ms": _ms(_hop_quantile(bounds, counts, 0.5)),
+                    "lag_p99_le_ms": _ms(_hop_quantile(bounds, counts, 0.99)),
+                    "lag_buckets_ms": [_ms(x) for x in bounds],
+                    "lag_window_counts": counts,
+                }
+            )
+        node["hops"] = hops
+        nodes.append(node)
+    return {"nodes": nodes, "per_url": lgr.get("per_url", [])}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 # ---------------------------------------------------------------- one record
@@ -91,7 +163,7 @@ def one_line(rec: Rec, seconds: float) -> str:
 def _groups(records: list[Rec]) -> dict[tuple[str, str], list[Rec]]:
     out: dict[tuple[str, str], list[Rec]] = {}
     for r in records:
-        if "loadgen" in r:
+        if "loadgen" in r and "error" not in r:  # a run with an error is listed, not counted
             out.setdefault((r["workload"], r["stack"]), []).append(r)
     return out
 
@@ -205,6 +277,7 @@ def markdown(meta: dict[str, Any], records: list[Rec]) -> str:
         if wl != "idle"
     ]
     lines += _table(["workload", "stack"] + [c[0] for c in MAIN_COLUMNS], rows)
+    lines += _cluster_table(g)
     lines += _idle_table(g) + _slow_table(g) + _w3_table(g) + _targets(g)
     skipped = sorted({f"{r['stack']} ({r['skipped']})" for r in records if "skipped" in r})
     errors = [
@@ -249,6 +322,120 @@ def markdown(meta: dict[str, Any], records: list[Rec]) -> str:
         "run may be limited by the client side, not the server.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _role_cpu(role: str) -> Callable[[Rec], float | None]:
+    return lambda r: r.get("server_cpu_by_role", {}).get(f"server.{role}")
+
+
+def _edges_cpu(r: Rec) -> float | None:
+    cpu = r.get("server_cpu_by_role", {})
+    edges = [v for k, v in cpu.items() if k.startswith("server.edge")]
+    return sum(edges) if edges else cpu.get("server.server")
+
+
+def _per(
+    num: Callable[[Rec], float | None], den: Callable[[Rec], float | None]
+) -> Callable[[Rec], float | None]:
+    """µs of CPU (``num``, a fraction of a core) per event (``den``, per second)."""
+
+    def f(r: Rec) -> float | None:
+        a, b = num(r), den(r)
+        return None if a is None or not b else a * 1e6 / b
+
+    return f
+
+
+def _redis(key: str) -> Callable[[Rec], float | None]:
+    return lambda r: (r.get("redis_per_s") or {}).get(key)
+
+
+def _hops(r: Rec) -> list[dict[str, Any]]:
+    return [h for n in (r.get("cluster") or {}).get("nodes", []) for h in n["hops"]]
+
+
+def _hop_received(r: Rec) -> float | None:
+    hops = _hops(r)
+    return sum(h["received_per_s"] for h in hops) if hops else None
+
+
+def _hop_worst(key: str) -> Callable[[Rec], float | None]:
+    def f(r: Rec) -> float | None:
+        vals = [h[key] for h in _hops(r) if h.get(key) is not None]
+        return max(vals) if vals else None
+
+    return f
+
+
+def _per_edge(r: Rec) -> str:
+    urls = (r.get("cluster") or {}).get("per_url", [])
+    return " / ".join(f"{u['delivered_per_s']:,.0f} ({u['symbols']} sym)" for u in urls)
+
+
+# A cluster against the one process: CPU per process, what each costs per unit of work, Redis.
+CLUSTER_COLUMNS: list[tuple[str, Callable[[Rec], float | None], str, bool]] = [
+    ("delivered/s", _m("loadgen.delivered_per_s"), "{:,.0f}", False),
+    ("p50 ms", _m("loadgen.latency.p50_ms"), "{:.2f}", False),
+    ("p99 ms", _m("loadgen.latency.p99_ms"), "{:.2f}", True),
+    ("ingest CPU", _role_cpu("ingest"), "{:.0%}", False),
+    ("edge 1 CPU", _role_cpu("edge1"), "{:.0%}", False),
+    ("edge 2 CPU", _role_cpu("edge2"), "{:.0%}", False),
+    ("Redis CPU", _role_cpu("redis"), "{:.0%}", False),
+    ("all server CPU", lambda r: r["server_cpu"], "{:.0%}", False),
+    (
+        "edges (or the process) µs / update",
+        _per(_edges_cpu, _m("loadgen.delivered_per_s")),
+        "{:.1f}",
+        False,
+    ),
+    (
+        "ingest µs / feed tick",
+        _per(_role_cpu("ingest"), lambda r: r.get("feed_rate_actual")),
+        "{:.1f}",
+        False,
+    ),
+    ("Redis PUBLISH/s", _redis("cmdstat_publish.calls"), "{:,.0f}", False),
+    ("Redis scripts/s", _redis("cmdstat_evalsha.calls"), "{:,.0f}", False),
+    ("states read by edges/s", _hop_received, "{:,.0f}", False),
+    ("Redis µs / state read", _per(_role_cpu("redis"), _hop_received), "{:.1f}", False),
+    ("hop lag p50 / p99 ≤ ms (worst edge)", lambda r: None, "", False),
+]
+
+
+def _cluster_table(g: dict[tuple[str, str], list[Rec]]) -> list[str]:
+    clusters = [(wl, st) for (wl, st), recs in g.items() if any("cluster" in r for r in recs)]
+    if not clusters:
+        return []
+    keys = []
+    for wl in dict.fromkeys(wl for wl, _ in clusters):
+        keys += [
+            (wl, st) for (w, st) in g if w == wl and (st == "trio_stock" or (w, st) in clusters)
+        ]
+    rows = []
+    for wl, st in keys:
+        recs = g[(wl, st)]
+        row = [wl, st]
+        for header, f, fmt, spread in CLUSTER_COLUMNS:
+            if header.startswith("hop lag"):
+                p50 = _stat(recs, _hop_worst("lag_p50_le_ms"))
+                p99 = _stat(recs, _hop_worst("lag_p99_le_ms"))
+                row.append("–" if p50 is None else f"{p50[0]:g} / {p99[0]:g}" if p99 else "–")
+            else:
+                row.append(_fmt(_stat(recs, f), fmt, spread))
+        row.append(_per_edge(_median_run(recs)) or "–")
+        rows.append(row)
+    return [
+        "",
+        "Cluster (bench/cluster.py: the edges on CPU 0; the ingest node and Redis on CPU 1, with "
+        "the feed and the load generator) against the one process (CPU 0); CPU as a fraction of "
+        "one core, µs of CPU per unit of work; hop lag = holder's write → edge's read, as the "
+        "bounds of the buckets holding p50 and p99:",
+        "",
+        *_table(
+            ["workload", "stack"] + [c[0] for c in CLUSTER_COLUMNS] + ["per edge: delivered/s"],
+            rows,
+        ),
+    ]
 
 
 def _idle_table(g: dict[tuple[str, str], list[Rec]]) -> list[str]:

@@ -32,8 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import procstat, profile, report  # noqa: E402
+from bench.cluster import redis_delta, redis_info  # noqa: E402
 from bench.stacks import (  # noqa: E402
     CLIENT_CPU,
+    EXTRA_STACKS,
+    SERVER_CPU,
     STACKS,
     Stack,
     StackUnavailable,
@@ -113,6 +116,14 @@ def run_once(
         except (RuntimeError, TimeoutError, OSError) as exc:  # the stack did not come up
             return {"stack": stack_name, "workload": w.name, "error": f"start: {exc}"}
         rec = _drive(stack, feed, w, warmup, duration, logdir, profile_to)
+        exited = {role: p.returncode for role, p in stack.procs.items() if p.poll() is not None}
+        if exited:  # a server process died before we stopped it: the run is not a result
+            rec["exited"] = exited
+            rec["error"] = (
+                "exited during the run: "
+                + ", ".join(f"{role} ({code})" for role, code in exited.items())
+                + f"; logs in {logdir}"
+            )
         if "loadgen" in rec:  # let the feed report past the window's end before stopping it
             deadline = time.time() + 3
             while time.time() < deadline and (
@@ -140,11 +151,10 @@ def _drive(
     profile_to: Path | None = None,
 ) -> dict[str, Any]:
     out = logdir / "loadgen.json"
-    argv = [
-        "node",
-        str(LOADGEN),
-        "--url",
-        stack.url,
+    argv = ["node", str(LOADGEN), "--spread", stack.spread]
+    for url in stack.urls:
+        argv += ["--url", url]
+    argv += [
         "--protocol",
         stack.protocol,
         "--clients",
@@ -172,6 +182,7 @@ def _drive(
     sampler = procstat.Sampler({**roles, "loadgen": lg.pid, "feed": feed.proc.pid})
     sampler.start()
     marks: dict[str, procstat.Sample] = {}
+    redis: dict[str, dict[str, float]] = {}  # Redis's INFO at the window's start and end
     spy: subprocess.Popen[bytes] | None = None
     events: dict[str, dict[str, Any]] = {}
     assert lg.stdout is not None
@@ -180,8 +191,10 @@ def _drive(
         events[ev["ev"]] = ev
         if ev["ev"] in ("connecting", "window_start", "window_end"):
             marks[ev["ev"]] = sampler.mark()
+            if stack.redis_port is not None and ev["ev"] != "connecting":
+                redis[ev["ev"]] = redis_info(stack.redis_port)
         if ev["ev"] == "window_start" and profile_to is not None:
-            spy = profile.start(stack.procs["server"].pid, duration, profile_to)
+            spy = profile.start(stack.procs[stack.profiled].pid, duration, profile_to)
     rc = lg.wait()
     if profile_to is not None and spy is not None:
         spy.wait(timeout=duration + 30)
@@ -199,7 +212,13 @@ def _drive(
     missing = {"connecting", "window_start", "window_end"} - set(marks)
     if missing:
         return {"stack": stack.name, "workload": w.name, "error": f"no {sorted(missing)} event"}
-    return _record(stack, feed, w, lgr, sampler, marks, list(roles))
+    rec = _record(stack, feed, w, lgr, sampler, marks, list(roles))
+    if redis.get("window_start") and redis.get("window_end"):
+        seconds = marks["window_end"].t - marks["window_start"].t
+        rec["redis_per_s"] = redis_delta(redis["window_start"], redis["window_end"], seconds)
+    if stack.name in EXTRA_STACKS:
+        rec["cluster"] = report.cluster_window(lgr)
+    return rec
 
 
 def _record(
@@ -223,6 +242,10 @@ def _record(
     busy = procstat.core_busy(a, b)
     server_cpu = sum(cpu.get(r, 0.0) for r in server_roles)
     client_cpu = (cpu.get("loadgen") or 0.0) + (cpu.get("feed") or 0.0)
+    ours = {f"cpu{SERVER_CPU}": 0.0, f"cpu{CLIENT_CPU}": client_cpu}  # this run's, per core
+    for r in server_roles:
+        core = f"cpu{stack.cpu_of.get(r.removeprefix('server.'), SERVER_CPU)}"
+        ours[core] = ours.get(core, 0.0) + cpu.get(r, 0.0)
     return {
         "stack": stack.name,
         "workload": w.name,
@@ -233,8 +256,11 @@ def _record(
         "server_cpu": server_cpu,
         "core_busy": busy,
         # CPU used on each core by processes that are not part of this benchmark run
-        "other_load_server_core": max(0.0, busy.get("cpu0", 0.0) - server_cpu),
-        "other_load_client_core": max(0.0, busy.get("cpu1", 0.0) - client_cpu),
+        "other_load_server_core": max(0.0, busy.get("cpu0", 0.0) - ours["cpu0"]),
+        "other_load_client_core": max(0.0, busy.get("cpu1", 0.0) - ours["cpu1"]),
+        "server_cpu_layout": {
+            r: stack.cpu_of.get(r.removeprefix("server."), SERVER_CPU) for r in server_roles
+        },
         "server_cpu_by_role": {r: cpu[r] for r in server_roles if r in cpu},
         "loadgen_cpu_proc": cpu.get("loadgen"),
         "feed_cpu_proc": cpu.get("feed"),
@@ -253,7 +279,9 @@ def main() -> None:
     p.add_argument(
         "--quick", action="store_true", help="smoke test: 2 s warm-up, 5 s window, 1 run"
     )
-    p.add_argument("--stacks", default=",".join(STACKS), help=f"of {','.join(STACKS)}")
+    p.add_argument(
+        "--stacks", default=",".join(STACKS), help=f"of {','.join(STACKS + EXTRA_STACKS)}"
+    )
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"of {','.join(WORKLOADS)}")
     p.add_argument("--runs", type=int, default=None, help="runs per point (default 3; quick: 1)")
     p.add_argument("--warmup", type=float, default=None, help="seconds (default 5; quick: 2)")
@@ -272,7 +300,9 @@ def main() -> None:
     duration = args.duration if args.duration is not None else (5.0 if args.quick else 20.0)
     stacks = [s for s in args.stacks.split(",") if s]
     names = [n for n in args.workloads.split(",") if n]
-    unknown = [n for n in names if n not in WORKLOADS] + [s for s in stacks if s not in STACKS]
+    unknown = [n for n in names if n not in WORKLOADS] + [
+        s for s in stacks if s not in STACKS + EXTRA_STACKS
+    ]
     if unknown:
         p.error(f"unknown workload or stack: {', '.join(unknown)}")
     raise_fd_limit()

@@ -2,7 +2,8 @@
 
 Every process of a stack's server side runs under ``taskset -c SERVER_CPU``: for Channels
 that is daphne, the publisher and redis-server together, as trio_stock's one process does
-the same jobs (upstream session, fan-out, state) alone.
+the same jobs (upstream session, fan-out, state) alone; for trio_stock's cluster
+(bench/cluster.py) the ingest node, both edges and redis-server.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ ROOT = BENCH.parent
 SERVER_CPU = "0"
 CLIENT_CPU = "1"
 READY_TIMEOUT_S = 30.0
-STACKS = ("trio_stock", "fastapi", "channels", "ceiling")
+STACKS = ("trio_stock", "fastapi", "channels", "ceiling")  # the default run
+# On request only (--stacks): trio_stock as a cluster on Redis, one ingest node and edges
+# (bench/cluster.py: which edges, how the clients are split).
+EXTRA_STACKS = ("trio_stock_cluster", "trio_stock_cluster_rr", "trio_stock_cluster_1edge")
 PATH_003 = "/api/v2/realtime/ws/prices"
 PATH_000 = "/ws/stock/"
 
@@ -76,13 +80,26 @@ class Stack:
     protocol: str  # "003" or "000"
     symbols: list[str]  # what clients subscribe (codes for 000)
     logs: list[Path] = field(default_factory=list)
+    client_ports: list[int] = field(default_factory=list)  # several: clients spread over them
+    spread: str = "blocks"  # how (bench/loadgen/loadgen.js --spread)
+    redis_port: int | None = None  # a Redis of the stack's own, read with INFO in the window
+    profiled: str = "server"  # the process --profile samples
+    cpu_of: dict[str, str] = field(default_factory=dict)  # a process not on SERVER_CPU: its core
+    stats: list[str] = field(default_factory=list)  # stats URLs, when not the defaults below
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}{self.path}"
 
     @property
+    def urls(self) -> list[str]:
+        """Where clients connect: one URL, or one per edge."""
+        return [f"ws://127.0.0.1:{p}{self.path}" for p in self.client_ports or [self.port]]
+
+    @property
     def stats_urls(self) -> list[str]:
+        if self.stats:
+            return self.stats
         base = f"http://127.0.0.1:{self.port}"
         if self.name == "trio_stock":
             return [f"{base}/metrics", f"{base}/api/v2/realtime/status"]
@@ -94,10 +111,10 @@ class Stack:
         return {role: p.pid for role, p in self.procs.items()}
 
     def stop(self) -> None:
-        for p in self.procs.values():
+        """Stop the processes, the last started first (Redis outlives its clients)."""
+        for p in reversed(self.procs.values()):
             if p.poll() is None:
                 p.terminate()
-        for p in self.procs.values():
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -195,10 +212,33 @@ def start_stack(
             return Stack(name, procs, port, PATH_003, "003", tickers)
         if name == "channels":
             return _start_channels(procs, port, feed_ws, api_key, tickers, logdir)
+        if name in EXTRA_STACKS:
+            from bench.cluster import start_cluster  # it builds on this module
+
+            fmp = {
+                "FMP_WS_URL": feed_ws,
+                "FMP_REST_URL": f"http://127.0.0.1:{feed_rest_port}",
+                "FMP_API_KEY": api_key,
+            }
+            return start_cluster(name, procs, fmp, tickers, logdir)
         raise ValueError(f"unknown stack {name}")
     except BaseException:
         Stack(name, procs, port, "", "", []).stop()
         raise
+
+
+def start_redis(
+    procs: dict[str, subprocess.Popen[bytes]], logdir: Path, cpu: str = SERVER_CPU
+) -> int:
+    """Debian's redis-server on a free port, no persistence, as ``procs["redis"]``; its port."""
+    redis = shutil.which("redis-server")
+    if redis is None:
+        raise StackUnavailable("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    argv = [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    procs["redis"] = _spawn(pinned(cpu, argv), logdir / "redis.log")
+    wait_port(port, procs["redis"])
+    return port
 
 
 def _start_channels(
@@ -209,29 +249,8 @@ def _start_channels(
     tickers: list[str],
     logdir: Path,
 ) -> Stack:
-    redis = shutil.which("redis-server")
-    if redis is None:
-        raise StackUnavailable("redis-server is not installed (apt-get install redis-server)")
     py = sys.executable
-    rport = free_port()
-    procs["redis"] = _spawn(
-        pinned(
-            SERVER_CPU,
-            [
-                redis,
-                "--port",
-                str(rport),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-        ),
-        logdir / "redis.log",
-    )
-    wait_port(rport, procs["redis"])
+    rport = start_redis(procs, logdir)
     env = {
         "DJANGO_SETTINGS_MODULE": "bench.baselines.channels_app.settings",
         "REDIS_URL": f"redis://127.0.0.1:{rport}/0",
@@ -281,7 +300,7 @@ def _start_channels(
     assert pub.stdout is not None
     read_json_line(pub.stdout, pub)
     codes = [code_for(i) for i in range(len(tickers))]
-    return Stack("channels", procs, port, PATH_000, "000", codes)
+    return Stack("channels", procs, port, PATH_000, "000", codes, redis_port=rport)
 
 
 @dataclass

@@ -12,7 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from bench import procstat, rawws, report
+from bench import cluster, procstat, rawws, report
+from bench.report import cluster_window
 from bench.stacks import Feed
 
 
@@ -85,3 +86,64 @@ def test_proc_sampling_sees_this_process() -> None:
     assert procstat.read_proc(2**22 + 12345) is None
     cpus = procstat.read_cpus()
     assert "cpu0" in cpus and all(v >= 0 for v in cpus.values())
+
+
+def test_conflated_counts_of_a_cluster_sum_its_nodes_metrics() -> None:
+    def metrics(n: int) -> str:
+        return f"trio_stock_updates_conflated_total {n}\n"
+
+    stats = {
+        "start": [
+            {"url": "e1/metrics", "body": metrics(1)},
+            {"url": "e2/metrics", "body": metrics(2)},
+        ],
+        "end": [
+            {"url": "e1/metrics", "body": metrics(4)},
+            {"url": "e2/metrics", "body": metrics(7)},
+        ],
+    }
+    assert report.conflated_delta(stats) == {"url": "e1/metrics + e2/metrics", "during_window": 8.0}
+
+
+def test_redis_info_parsed_and_turned_into_rates() -> None:
+    text = (
+        "# Stats\r\ntotal_commands_processed:100\r\ninstantaneous_ops_per_sec:7\r\n"
+        "# Commandstats\r\ncmdstat_publish:calls=40,usec=80,usec_per_call=2.00,rejected_calls=0\r\n"
+        "# CPU\r\nused_cpu_user:1.5\r\n"
+    )
+    start = cluster._parse_info(text)
+    assert start["cmdstat_publish.calls"] == 40 and start["used_cpu_user"] == 1.5
+    end = {**start, "total_commands_processed": 300, "cmdstat_publish.calls": 140}
+    end["instantaneous_ops_per_sec"] = 9  # a gauge, not a counter: left out
+    assert cluster.redis_delta(start, end, 2.0) == {
+        "cmdstat_publish.calls": 50.0,
+        "total_commands_processed": 100.0,
+    }
+
+
+def test_cluster_window_reads_the_redis_hop_from_health() -> None:
+    def health(received: int, counts: list[int]) -> dict[str, object]:
+        hop = {
+            "session": "fmp",
+            "received": received,
+            "dropped_old": 0,
+            "lag_buckets": [0.001, 0.002, 0.005, None],
+            "lag_counts": counts,
+            "lag_sum": received * 0.0015,
+        }
+        return {"cluster": {"node": "edge1", "role": "edge", "leases": [], "hops": [hop]}}
+
+    lgr = {
+        "window": {"seconds": 2.0},
+        "per_url": [{"url": "ws://e1", "delivered_per_s": 10.0, "symbols": 100}],
+        "server_stats": {
+            "start": [{"url": "h", "body": health(100, [50, 100, 100, 100])}],
+            "end": [{"url": "h", "body": health(300, [90, 198, 200, 200])}],
+        },
+    }
+    (node,) = cluster_window(lgr)["nodes"]
+    (hop,) = node["hops"]
+    assert hop["received_per_s"] == 100.0
+    assert hop["lag_window_counts"] == [40, 98, 100, 100]
+    assert hop["lag_p50_le_ms"] == 2.0 and hop["lag_p99_le_ms"] == 5.0
+    assert hop["lag_mean_ms"] == pytest.approx(1.5)

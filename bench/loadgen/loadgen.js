@@ -7,9 +7,15 @@
 // arrival time. Scanning frames straight out of each socket read costs a third of what an
 // event-per-message client does (numbers: bench/README.md). Parser checks: selftest.js.
 //
-// Usage: node loadgen.js --url ws://127.0.0.1:P/path --protocol 003|000 --clients N
-//   --per-client K --symbols A,B,... --tick-rate R [--warmup s] [--duration s] [--stalled M]
-//   [--stats-url URL]... [--out report.json]
+// Usage: node loadgen.js --url ws://127.0.0.1:P/path [--url ...] [--spread blocks|round-robin]
+//   --protocol 003|000 --clients N --per-client K --symbols A,B,... --tick-rate R
+//   [--warmup s] [--duration s] [--stalled M] [--stats-url URL]... [--out report.json]
+//
+// Several --url (the edges of a cluster): the clients are spread over them, healthy and
+// stalled ones each on their own. `blocks` (default) gives URL u the u-th contiguous share of
+// client numbers, so with the symbol assignment below every URL sees every symbol (the load
+// balancer case: each edge carries the whole audience). `round-robin` gives client i URL
+// i mod U, which with K·U a divisor of S hands each URL a disjoint share of the symbols.
 //
 // Protocols (one generator drives every stack):
 //   003  /api/v2/realtime/ws/prices  send {"action":"subscribe","symbols":[...]}, wait for
@@ -36,7 +42,8 @@ const { performance } = require('perf_hooks');
 // ---------------------------------------------------------------- options
 function parseArgs(argv) {
   const o = {
-    url: 'ws://127.0.0.1:8000/api/v2/realtime/ws/prices',
+    urls: [], // default: ws://127.0.0.1:8000/api/v2/realtime/ws/prices
+    spread: 'blocks',
     protocol: '003',
     clients: 10,
     perClient: 1,
@@ -58,7 +65,8 @@ function parseArgs(argv) {
     const v = argv[i + 1];
     const take = () => { i++; return v; };
     switch (k) {
-      case '--url': o.url = take(); break;
+      case '--url': o.urls.push(take()); break;
+      case '--spread': o.spread = take(); break;
       case '--protocol': o.protocol = take(); break;
       case '--clients': o.clients = +take(); break;
       case '--per-client': o.perClient = +take(); break;
@@ -77,6 +85,8 @@ function parseArgs(argv) {
     }
   }
   if (!['003', '000'].includes(o.protocol)) throw new Error('--protocol is 003 or 000');
+  if (!['blocks', 'round-robin'].includes(o.spread)) throw new Error('--spread is blocks or round-robin');
+  if (o.urls.length === 0) o.urls.push('ws://127.0.0.1:8000/api/v2/realtime/ws/prices');
   if (o.perClient > o.symbols.length) throw new Error('--per-client exceeds the symbol count');
   if (o.clients + o.stalled > 20000) throw new Error('at most 20000 clients');
   return o;
@@ -328,6 +338,10 @@ function assign(i, k, symbols) { // client i: k consecutive symbols from offset 
   return out;
 }
 
+function targetOf(i, count, nTargets, spread) { // which URL the i-th of `count` clients uses
+  return spread === 'blocks' ? Math.floor(i * nTargets / count) : i % nTargets;
+}
+
 function quantiles(values) {
   if (values.length === 0) return null;
   const v = [...values].sort((a, b) => a - b);
@@ -337,19 +351,22 @@ function quantiles(values) {
 
 async function main() {
   const opts = parseArgs(process.argv);
-  const u = new URL(opts.url);
+  const targets = opts.urls.map((x) => new URL(x));
   const total = opts.clients + opts.stalled;
   const clients = [];
   for (let i = 0; i < total; i++) {
     const stalled = i >= opts.clients;
     const k = stalled && opts.stalledPerClient ? opts.stalledPerClient : opts.perClient;
-    clients.push(new Client(i, opts, assign(i, k, opts.symbols), stalled));
+    const c = new Client(i, opts, assign(i, k, opts.symbols), stalled);
+    const [j, of] = stalled ? [i - opts.clients, opts.stalled] : [i, opts.clients];
+    c.target = targetOf(j, of, targets.length, opts.spread);
+    clients.push(c);
   }
   const cpu0 = process.cpuUsage();
   const t0 = now();
   event('connecting', { clients: total });
   let next = 0; let late = false;
-  const worker = async () => { while (next < total && !late) { const c = clients[next++]; await c.connect(u); } };
+  const worker = async () => { while (next < total && !late) { const c = clients[next++]; await c.connect(targets[c.target]); } };
   const connectDeadline = sleep(opts.subscribeTimeout * 1000).then(() => { late = true; });
   await Promise.race([Promise.all(Array.from({ length: Math.min(opts.connectConcurrency, total) }, worker)), connectDeadline]);
   const subscribed = clients.filter((c) => c.subscribed).length;
@@ -396,6 +413,12 @@ async function main() {
     delivered_per_s: delivered / window,
     expected_per_s: expectedPerS,
     delivered_fraction: expectedPerS > 0 ? delivered / window / expectedPerS : null,
+    per_url: opts.urls.map((url, t) => {
+      const mine = healthy.filter((c) => c.target === t);
+      const n = mine.reduce((a, c) => a + c.count, 0);
+      return { url, clients: mine.length, subscribed: mine.filter((c) => c.subscribed).length,
+        delivered_per_s: n / window, symbols: new Set(mine.flatMap((c) => c.symbols)).size };
+    }),
     fresh_ms: opts.freshMs,
     fresh_per_s: STATS.fresh / window,
     updates_without_timestamp: healthy.reduce((a, c) => a + c.noTs, 0),
@@ -422,4 +445,4 @@ async function main() {
 if (require.main === module) {
   main().catch((e) => { process.stderr.write(String(e.stack || e) + '\n'); process.exit(2); });
 }
-module.exports = { Client, Hist, STATS, HIST, timestampMs, clientFrame, now };
+module.exports = { Client, Hist, STATS, HIST, timestampMs, clientFrame, now, parseArgs, targetOf, assign };

@@ -5,7 +5,7 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Client, Hist, STATS, HIST, timestampMs, now } = require('./loadgen.js');
+const { Client, Hist, STATS, HIST, timestampMs, now, parseArgs, targetOf, assign } = require('./loadgen.js');
 
 function serverFrame(text, { opcode = 1, fin = true } = {}) {
   const p = Buffer.from(text);
@@ -121,4 +121,24 @@ test('histogram percentiles are within 1 %', () => {
     assert.ok(Math.abs(h.pct(p) - v) / v < 0.011, `p${p * 100}: ${h.pct(p)}`);
   }
   assert.equal(h.pct(1), 1000);
+});
+
+test('several --url: blocks give every URL every symbol, round-robin a disjoint share', () => {
+  const argv = (...more) => ['node', 'loadgen.js', '--url', 'ws://a:1/p', '--url', 'ws://b:2/p', ...more];
+  assert.deepEqual(parseArgs(argv()).urls, ['ws://a:1/p', 'ws://b:2/p']);
+  assert.equal(parseArgs(argv()).spread, 'blocks');
+  assert.equal(parseArgs(['node', 'loadgen.js']).urls.length, 1);
+  assert.throws(() => parseArgs(argv('--spread', 'random')));
+  const symbols = Array.from({ length: 100 }, (_, i) => `S${i}`);
+  const seen = (spread) => [0, 1].map((t) => {
+    const mine = new Set();
+    for (let i = 0; i < 200; i++) if (targetOf(i, 200, 2, spread) === t) assign(i, 10, symbols).forEach((s) => mine.add(s));
+    return mine;
+  });
+  const [b0, b1] = seen('blocks');
+  assert.equal(b0.size, 100); assert.equal(b1.size, 100);
+  const [r0, r1] = seen('round-robin');
+  assert.equal(r0.size, 50); assert.equal(r1.size, 50);
+  assert.equal([...r0].filter((s) => r1.has(s)).length, 0);
+  assert.equal(Array.from({ length: 200 }, (_, i) => targetOf(i, 200, 2, 'blocks')).filter((t) => t === 0).length, 100);
 });
