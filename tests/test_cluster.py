@@ -453,6 +453,34 @@ async def test_kill_9_of_the_holder_moves_the_session_and_prices_flow_again(
             nursery.cancel_scope.cancel()
 
 
+async def test_a_holder_stopped_with_sigterm_hands_its_session_over_at_once(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM of the node holding the KIS session: it exits 0 without a traceback and
+    releases its lease on the way out, so the other node takes the session over at its next
+    try instead of waiting out a long lease."""
+    ttl = 10.0
+    with running_redis() as redis:
+        async with trio.open_nursery() as nursery:
+            kis = await nursery.start(FakeKis().serve)
+            env = lambda name: node_env(redis, kis, None, name, lease_ttl=ttl)  # noqa: E731
+            async with cluster_of(["a", "b"], env, tmp_path) as nodes:
+                holder, fence = await holder_of(nodes, "kis")
+                (survivor,) = [node for node in nodes if node is not holder]
+                stopped_at = time.monotonic()
+                holder.send_signal(signal.SIGTERM)  # its listener closes at once: ask the other
+                new_holder, new_fence = await holder_of([survivor], "kis")
+                took = time.monotonic() - stopped_at
+                assert (new_holder, new_fence > fence) == (survivor, True)
+                assert took < ttl / 2, took  # released, not expired
+                with trio.fail_after(WITHIN):
+                    assert await holder.process.wait() == 0
+                assert f"lease kis: released by {holder.name}" in holder.log
+                assert "Traceback" not in holder.log, holder.log
+                assert kis.max_sessions_per_key <= 1  # KIS connects once a code is held
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_holder_stopped_past_its_lease_is_taken_over_and_publishes_nothing_after(
     tmp_path: Path,
 ) -> None:

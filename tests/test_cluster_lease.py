@@ -65,9 +65,10 @@ async def known(redis: RedisClient, keys: Keys, name: str = NAME) -> None:
     await redis.set(keys.fence(name), b"1")
 
 
-def lease(redis: RedisClient, keys: Keys, node: str, **kwargs: float) -> Lease:
-    times = {"ttl": TTL, "retry": RETRY} | kwargs
-    return Lease(redis, NAME, node, keys=keys, rng=random.Random(node), **times)
+def lease(
+    redis: RedisClient, keys: Keys, node: str, *, ttl: float = TTL, retry: float = RETRY
+) -> Lease:
+    return Lease(redis, NAME, node, keys=keys, rng=random.Random(node), ttl=ttl, retry=retry)
 
 
 async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:

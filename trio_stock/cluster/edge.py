@@ -39,7 +39,7 @@ from ..upstream.contract import (
 )
 from .keys import Keys
 from .messages import DemandChanged, MalformedMessage, decode_answers, encode
-from .redis import PUBSUB_KEEPALIVE, is_redis_failure
+from .redis import is_redis_failure, open_pubsub
 from .statistics import HopStatistics
 from .wire import MalformedState, RemoteState, decode_state, ticks_of
 
@@ -108,10 +108,10 @@ class ClusterProvider:
         channel = self._keys.answers(self.name, self._node)
         # Subscribe confirmations are read too: a second one for the answers channel means
         # the PubSub reconnected by itself, and what was published meanwhile is lost.
-        pubsub = self._redis.pubsub(
-            channels=[channel], ignore_subscribe_messages=False, max_idle_seconds=PUBSUB_KEEPALIVE
-        )
-        async with pubsub, trio.open_nursery() as nursery:
+        async with (
+            open_pubsub(self._redis, [channel], ignore_subscribe_messages=False) as pubsub,
+            trio.open_nursery() as nursery,
+        ):
             self._pubsub = pubsub
             self._nursery = nursery
             self._status.state = ProviderState.CONNECTED

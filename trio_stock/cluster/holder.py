@@ -31,7 +31,7 @@ from ..upstream.contract import Provider
 from .keys import Keys
 from .lease import Fence, fenced_publish
 from .messages import Answer, MalformedMessage, decode_demand, encode
-from .redis import PUBSUB_KEEPALIVE, describe_failure, is_redis_failure
+from .redis import describe_failure, is_redis_failure, open_pubsub
 from .wire import encode_state
 
 log = logging.getLogger(__name__)
@@ -160,10 +160,7 @@ class DemandReconciler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         channel = self._keys.demand_changed(self._session)
-        pubsub = self._redis.pubsub(
-            channels=[channel], ignore_subscribe_messages=True, max_idle_seconds=PUBSUB_KEEPALIVE
-        )
-        async with pubsub, trio.open_nursery() as nursery:
+        async with open_pubsub(self._redis, [channel]) as pubsub, trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._reconcile_periodically)
             task_status.started()

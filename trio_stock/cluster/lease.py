@@ -55,7 +55,7 @@ from coredis.commands.script import Script
 
 from ..upstream.backoff import Backoff
 from .keys import Keys
-from .redis import RedisClient, describe_failure, is_redis_failure
+from .redis import RedisClient, describe_failure, is_redis_failure, open_redis
 
 LOG = logging.getLogger(__name__)
 
@@ -247,6 +247,8 @@ class Lease:
         margin: Seconds the holder's work stops before the lease can expire (None: ttl/4).
         keys: The key names (their prefix).
         rng: The source of jitter (a seeded one in tests).
+        url: Redis's URL, to release the lease over a connection of its own when the
+            client's are gone (at shutdown).
     """
 
     redis: RedisClient
@@ -257,6 +259,7 @@ class Lease:
     margin: float | None = attrs.field(default=None, kw_only=True)
     keys: Keys = attrs.field(factory=Keys, kw_only=True)
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
+    url: str | None = attrs.field(default=None, kw_only=True, repr=False)  # for release()
     timing: LeaseTiming = attrs.field(init=False)
     _held: Fence | None = attrs.field(default=None, init=False)
     _deadline: float = attrs.field(default=-math.inf, init=False)
@@ -403,7 +406,18 @@ class Lease:
                 expires by itself after its TTL).
         """
         self._let_go(fence)
-        if await self._call(_RELEASE, [self.keys.lease(self.name)], [fence.token]) == 1:
+        keys, args = [self.keys.lease(self.name)], [fence.token]
+        try:
+            released = await self._call(_RELEASE, keys, args)
+        except Exception as exc:
+            if self.url is None or not is_redis_failure(exc):
+                raise
+            # At shutdown the cancellation has closed the shared client's connections
+            # already; a connection of its own, opened here (in the caller's shielded
+            # scope), still gives the lease back so a standby need not wait for its TTL.
+            async with open_redis(self.url) as fresh:
+                released = await _RELEASE(keys=keys, args=args, client=fresh)
+        if released == 1:
             LOG.info("lease %s: released by %s, token %d", self.name, self.node_id, fence.token)
 
     def _let_go(self, fence: Fence) -> None:

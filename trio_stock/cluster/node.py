@@ -31,7 +31,7 @@ from .edge import ClusterProvider
 from .holder import HolderSettings, Holding, hold_session
 from .keys import Keys
 from .lease import Fence, Lease, hold_while_leased
-from .redis import describe_failure, is_redis_failure, redact_url
+from .redis import MAX_IDLE_TIME, describe_failure, is_redis_failure, redact_url
 from .role import Role
 from .statistics import LeaseStatistics, NodeStatistics
 
@@ -96,22 +96,27 @@ class ClusterNode:
 
     # ---- heartbeat --------------------------------------------------------------------
 
+    @property
+    def beat_period(self) -> float:
+        # Beats also keep the node's pooled connection busier than MAX_IDLE_TIME, after which
+        # coredis's reader closes an idle connection (sometimes just as a beat takes it).
+        return min(self.settings.node_ttl / 3, MAX_IDLE_TIME / 2)
+
     async def _beat_forever(self) -> None:
         while True:
-            await trio.sleep(self.settings.node_ttl / 3)
+            await trio.sleep(self.beat_period)
             await self._beat()
 
     async def _beat(self) -> None:
-        settings, keys = self.settings, self.keys
-        info = orjson.dumps({"role": settings.role.value, "pid": os.getpid(), "at": time.time()})
         try:
-            with trio.fail_after(settings.node_ttl / 3):
-                await self.redis.set(keys.node(self.node_id), info, px=int(settings.node_ttl * 1e3))
-                for edge in self.edges:
-                    await edge.refresh_demand()
-                if not self._connected:
-                    for edge in self.edges:
-                        await edge.resync()
+            try:
+                await self._beat_once()
+            except Exception as error:
+                if not is_redis_failure(error):
+                    raise
+                # One failed command is not an outage (a connection closed under it): the
+                # node is stale only if an immediate second try fails too.
+                await self._beat_once()
         except Exception as error:
             if not is_redis_failure(error):
                 raise
@@ -123,6 +128,17 @@ class ClusterNode:
         self._beats += 1
         for edge in self.edges:
             edge.set_stale(False)
+
+    async def _beat_once(self) -> None:
+        settings, keys = self.settings, self.keys
+        info = orjson.dumps({"role": settings.role.value, "pid": os.getpid(), "at": time.time()})
+        with trio.fail_after(self.beat_period):
+            await self.redis.set(keys.node(self.node_id), info, px=int(settings.node_ttl * 1e3))
+            for edge in self.edges:
+                await edge.refresh_demand()
+            if not self._connected:
+                for edge in self.edges:
+                    await edge.resync()
 
     def _lost(self, error: BaseException) -> None:
         self._last_error = describe_failure(error)
@@ -144,6 +160,7 @@ class ClusterNode:
             ttl=self.settings.lease_ttl,
             retry=self.settings.lease_retry,
             keys=self.keys,
+            url=self.redis_url,
         )
         self._leases[session] = lease
 

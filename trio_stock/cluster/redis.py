@@ -74,11 +74,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
+import anyio
 import coredis
 import coredis.exceptions
 import trio
 from coredis.connection import BaseConnection, TCPConnection, UnixDomainSocketConnection
-from coredis.retry import NoRetryPolicy
+from coredis.retry import (
+    CompositeRetryPolicy,
+    ConstantRetryPolicy,
+    ExponentialBackoffRetryPolicy,
+    NoRetryPolicy,
+)
 
 RedisClient: TypeAlias = "coredis.Redis[bytes]"
 
@@ -167,16 +173,74 @@ _CLOSING: dict[type[BaseConnection], type[BaseConnection]] = {
 }
 
 
+PUBSUB_MAX_BACKOFF = 2.0  # seconds between a PubSub's reconnect attempts at most (coredis: 16)
+
+
+@asynccontextmanager
+async def open_pubsub(
+    redis: RedisClient, channels: list[str], *, ignore_subscribe_messages: bool = True
+) -> AsyncIterator[Any]:
+    """A coredis PubSub on ``channels``, entered; read it with ``get_message`` in a loop.
+
+    It reconnects by itself (backoff capped at :data:`PUBSUB_MAX_BACKOFF`) and keeps its
+    connection alive (:data:`PUBSUB_KEEPALIVE`). When the caller is cancelled, coredis's
+    own cleanup may fail on the connection the cancellation already closed (it sends
+    ``UNSUBSCRIBE`` into a closed stream); that noise becomes the cancellation it is.
+    """
+    retry = CompositeRetryPolicy(
+        ExponentialBackoffRetryPolicy(
+            (coredis.exceptions.ConnectionError,),
+            retries=None,
+            base_delay=0.1,
+            max_delay=PUBSUB_MAX_BACKOFF,
+            jitter=True,
+        ),
+        ConstantRetryPolicy((TimeoutError,), retries=2, delay=0.1),
+    )
+    pubsub = redis.pubsub(
+        channels=channels,
+        ignore_subscribe_messages=ignore_subscribe_messages,
+        retry_policy=retry,
+        max_idle_seconds=PUBSUB_KEEPALIVE,
+    )
+    try:
+        async with pubsub:
+            yield pubsub
+    except BaseException as error:
+        if not _shutdown_noise(error):
+            raise
+        await trio.lowlevel.checkpoint()  # cancelled: raises Cancelled in its place
+        raise
+
+
+def _shutdown_noise(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_shutdown_noise(inner) for inner in exc.exceptions)
+    return isinstance(exc, trio.Cancelled | anyio.ClosedResourceError | anyio.EndOfStream)
+
+
 def is_redis_failure(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis could not be reached or answered, so a retry may succeed.
 
     True for coredis errors, OS errors (``TimeoutError`` included), :class:`trio.TooSlowError`
-    of a caller's own deadline, and exception groups made only of those (coredis runs its
-    connections in task groups). False for anything else, above all :class:`trio.Cancelled`.
+    of a caller's own deadline, anyio's closed or broken stream errors (a pooled connection
+    that its reader closed for idleness just as a command took it raises those), and
+    exception groups made only of those (coredis runs its connections in task groups). False
+    for anything else, above all :class:`trio.Cancelled`.
     """
     if isinstance(exc, BaseExceptionGroup):
         return all(is_redis_failure(inner) for inner in exc.exceptions)
-    return isinstance(exc, coredis.exceptions.RedisError | OSError | trio.TooSlowError)
+    return isinstance(exc, _FAILURES)
+
+
+_FAILURES = (
+    coredis.exceptions.RedisError,
+    OSError,
+    trio.TooSlowError,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+)
 
 
 def describe_failure(exc: BaseException) -> str:
