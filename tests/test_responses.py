@@ -9,13 +9,16 @@ import orjson
 import trio
 import trio.testing
 
-from trio_stock import Config
+from trio_stock import Config, Hub, Market, Tick, TickKind
 from trio_stock.converter import converter
 from trio_stock.endpoints.prices import PricesProtocol
 from trio_stock.endpoints.responses import SubscriptionChange
 from trio_stock.hub import Failure, FailureReason
+from trio_stock.state import client_limits
+from trio_stock.upstream.contract import ProviderState
 
 from .clients import MemoryServer, memory_server
+from .scripted import ScriptedProvider
 
 API = "/api/v2/realtime"
 
@@ -156,6 +159,29 @@ async def test_cache_entries_are_the_price_update_fields(
     frame = PricesProtocol().encode(latest)
     update = orjson.loads(frame[frame.index(b"{") :])  # the text after the frame header
     del update["type"], update["data_type"]
-    assert cache["data"]["AAPL"] == {**update, "type": latest.kind.value}
+    assert cache["data"]["AAPL"] == {**update, "type": latest.kind.value, "stale": False}
     assert cache["data"]["AAPL"]["name"] == "Apple"
     assert one == {"symbol": "AAPL", "data": cache["data"]["AAPL"]}
+
+
+async def test_cached_states_of_a_provider_that_is_not_connected_are_marked_stale(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    provider = ScriptedProvider(Market.US)
+    config = Config.from_mapping({})
+    async with trio.open_nursery() as nursery:
+        hub = await nursery.start(Hub([provider]).run)
+        server = MemoryServer(hub, nursery, config, client_limits(config))
+        async with server.state.rest_holds:
+            await request(server, "POST", f"{API}/subscribe", b'["AAPL"]')
+            assert provider.link is not None
+            now = provider.link.now_ns()
+            provider.link.publish(Tick("AAPL", TickKind.TRADE, now, now, price=190.0, size=1))
+            fresh = await request(server, "GET", f"{API}/cache/AAPL")
+            provider._status.state = ProviderState.BACKING_OFF  # e.g. a cluster node without Redis
+            stale = await request(server, "GET", f"{API}/cache/AAPL")
+            listed = await request(server, "GET", f"{API}/cache")
+        nursery.cancel_scope.cancel()
+    assert (fresh["data"]["stale"], stale["data"]["stale"]) == (False, True)
+    assert stale["data"]["last_price"] == 190.0  # still served: the last known state
+    assert listed["data"]["AAPL"]["stale"] is True

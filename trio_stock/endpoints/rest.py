@@ -192,10 +192,18 @@ def bounded_int(text: str, low: int, high: int) -> int | None:
     return value if low <= value <= high else None
 
 
-def _cache_entry(fields: Mapping[str, Any], kind: str) -> dict[str, Any]:
+def _cache_entry(fields: Mapping[str, Any], kind: str, stale: bool) -> dict[str, Any]:
     entry = dict(fields)
     entry["type"] = kind
+    entry["stale"] = stale  # its provider is not connected now: newer prices may exist
     return entry
+
+
+def _stale_markets(state: ServerState) -> frozenset[Market]:
+    """Markets whose provider is not connected (down, backing off, or its cluster store
+    unreachable): their cached states may be older than the market."""
+    providers = state.hub.statistics().providers
+    return frozenset(p.market for p in providers if p.state is not ProviderState.CONNECTED)
 
 
 def cache(request: Request, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
@@ -208,7 +216,11 @@ def cache(request: Request, state: ServerState, grant: Grant = ANONYMOUS) -> Res
                 return error(422, f"limit must be an integer from 1 to {MAX_CACHE_LIMIT}")
             limit = parsed
     states = [s for s in state.hub.cached() if grant.allows(s.market)]
-    data = {s.symbol: _cache_entry(state_fields(s), s.kind.value) for s in states[:limit]}
+    stale = _stale_markets(state)
+    data = {
+        s.symbol: _cache_entry(state_fields(s), s.kind.value, s.market in stale)
+        for s in states[:limit]
+    }
     return respond(200, Cache(total=len(states), returned=len(data), limit=limit, data=data))
 
 
@@ -230,9 +242,9 @@ def cache_symbol(symbol: str, state: ServerState, grant: Grant = ANONYMOUS) -> R
     latest = state.hub.latest(canonical)
     if latest is None:
         return error(404, f"no cached data for {canonical}")
-    return respond(
-        200, CachedSymbol(canonical, _cache_entry(state_fields(latest), latest.kind.value))
-    )
+    stale = latest.market in _stale_markets(state)
+    entry = _cache_entry(state_fields(latest), latest.kind.value, stale)
+    return respond(200, CachedSymbol(canonical, entry))
 
 
 def _always_open(state: ServerState, stats: HubStatistics) -> frozenset[Market]:
