@@ -37,7 +37,7 @@ async def main(url: str, name: str, key: str, ttl: float, retry: float, prefix: 
 
         async def write(fence: Fence, what: str) -> bool:
             value = f"{what} {os.getpid()} {fence.token}".encode()
-            return await fenced_publish(redis, fence, [(key, value, CHANNEL, value)], keys=keys)
+            return await fenced_publish(redis, fence, [(key, CHANNEL, value)], keys=keys)
 
         async def work(fence: Fence) -> None:
             say(f"holding {fence.token}")

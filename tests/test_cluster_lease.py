@@ -332,8 +332,8 @@ async def test_fenced_publish_sets_and_publishes(redis: RedisClient, keys: Keys)
     channels = [f"{keys.prefix}:ch1", f"{keys.prefix}:ch2"]
     async with redis.pubsub(channels=channels, ignore_subscribe_messages=True) as pubsub:
         items = [
-            (f"{keys.prefix}:k1", b"v1", channels[0], b"m1"),
-            (f"{keys.prefix}:k2", b"v2", channels[1], b"m2"),
+            (f"{keys.prefix}:k1", channels[0], b"v1"),
+            (f"{keys.prefix}:k2", channels[1], b"v2"),
         ]
         assert await fenced_publish(redis, fence, items, keys=keys)
         received: list[tuple[object, object]] = []
@@ -342,7 +342,7 @@ async def test_fenced_publish_sets_and_publishes(redis: RedisClient, keys: Keys)
                 message = await pubsub.get_message()
                 if message is not None:
                     received.append((message["channel"], message["data"]))
-    assert received == [(channels[0].encode(), b"m1"), (channels[1].encode(), b"m2")]
+    assert received == [(channels[0].encode(), b"v1"), (channels[1].encode(), b"v2")]
     assert await redis.get(f"{keys.prefix}:k1") == b"v1"
     assert await redis.get(f"{keys.prefix}:k2") == b"v2"
     assert await fenced_publish(redis, fence, [], keys=keys)  # only checks the lease
@@ -353,15 +353,15 @@ async def test_former_holder_cannot_write_after_takeover(redis: RedisClient, key
     a, b = lease(redis, keys, "a", ttl=0.6), lease(redis, keys, "b", ttl=0.6)
     old = await a.acquire()
     key, channel = f"{keys.prefix}:state", f"{keys.prefix}:ticks"
-    assert await fenced_publish(redis, old, [(key, b"a", channel, b"a")], keys=keys)
+    assert await fenced_publish(redis, old, [(key, channel, b"a")], keys=keys)
     new = await b.acquire()  # once a's lease expired: a never renewed it
     assert new.token > old.token
-    assert await fenced_publish(redis, new, [(key, b"b", channel, b"b")], keys=keys)
-    assert not await fenced_publish(redis, old, [(key, b"a again", channel, b"a")], keys=keys)
+    assert await fenced_publish(redis, new, [(key, channel, b"b")], keys=keys)
+    assert not await fenced_publish(redis, old, [(key, channel, b"a again")], keys=keys)
     assert await redis.get(key) == b"b"
     await b.release(new)
     # Released, the lease carries no token: nobody's writes pass.
-    assert not await fenced_publish(redis, new, [(key, b"b again", channel, b"b")], keys=keys)
+    assert not await fenced_publish(redis, new, [(key, channel, b"b again")], keys=keys)
     assert await redis.get(key) == b"b"
 
 
@@ -455,7 +455,7 @@ async def test_paused_holder_is_replaced_and_fenced_off(
             kept = trio.CancelScope()  # no work of ours runs: we only keep the lease
             nursery.start_soon(ours.keep, fence, kept)
             assert fence.token > theirs
-            assert await fenced_publish(redis, fence, [(key, b"ours", "c", b"ours")], keys=keys)
+            assert await fenced_publish(redis, fence, [(key, "c", b"ours")], keys=keys)
             seen = len(lines.lines)
         finally:
             process.send_signal(signal.SIGCONT)

@@ -99,7 +99,7 @@ class StatePublisher:
         items = []
         for state in states:
             data = encode_state(state, token, now)
-            items.append((keys.state(state.symbol), data, keys.ticks(state.symbol), data))
+            items.append((keys.state(state.symbol), keys.ticks(state.symbol), data))
         if not await fenced_publish(self._redis, self._fence, items, keys=keys):
             return False
         self.published += len(items)

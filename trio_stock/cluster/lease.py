@@ -120,9 +120,9 @@ if not (v and {_TOKEN} == ARGV[1]) then
   return 0
 end
 for i = 2, #KEYS do
-  local a = 3 * i - 4
-  redis.call('SET', KEYS[i], ARGV[a])
-  redis.call('PUBLISH', ARGV[a + 1], ARGV[a + 2])
+  local a = 2 * i - 2
+  redis.call('SET', KEYS[i], ARGV[a + 1])
+  redis.call('PUBLISH', ARGV[a], ARGV[a + 1])
 end
 return 1
 """
@@ -475,15 +475,16 @@ async def hold_while_leased(
 async def fenced_publish(
     redis: RedisClient,
     fence: Fence,
-    items: Sequence[tuple[str, bytes, str, bytes]],
+    items: Sequence[tuple[str, str, bytes]],
     *,
     keys: Keys | None = None,
 ) -> bool:
     """Write a batch only while ``fence`` still holds its lease, all or nothing.
 
-    For each ``(key, value, channel, message)``: ``SET key value`` and ``PUBLISH channel
-    message``, in one script run after it checked the lease's token. A former holder (paused
-    past its TTL, partitioned) writes nothing. An empty batch only checks the lease.
+    For each ``(key, channel, data)``: ``SET key data`` and ``PUBLISH channel data``, in one
+    script run after it checked the lease's token; ``data`` crosses to Redis once for both.
+    A former holder (paused past its TTL, partitioned) writes nothing. An empty batch only
+    checks the lease.
 
     Args:
         redis: The client.
@@ -500,9 +501,9 @@ async def fenced_publish(
     """
     keys = Keys() if keys is None else keys
     args: list[Any] = [fence.token]
-    for _key, value, channel, message in items:
-        args += [value, channel, message]
+    for _key, channel, data in items:
+        args += [channel, data]
     applied: object = await _FENCED_PUBLISH(
-        keys=[keys.lease(fence.name), *(key for key, _, _, _ in items)], args=args, client=redis
+        keys=[keys.lease(fence.name), *(key for key, _, _ in items)], args=args, client=redis
     )
     return applied == 1
