@@ -126,7 +126,7 @@ def start_cluster(
         client_ports=edges,
         spread=spread,
         redis_port=rport,
-        profiled="edge1",
+        profiled=("edge1", "ingest"),
         stats=stats,
         cpu_of=CPU_OF,
     )

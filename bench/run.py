@@ -183,7 +183,7 @@ def _drive(
     sampler.start()
     marks: dict[str, procstat.Sample] = {}
     redis: dict[str, dict[str, float]] = {}  # Redis's INFO at the window's start and end
-    spy: subprocess.Popen[bytes] | None = None
+    spies: dict[Path, subprocess.Popen[bytes] | None] = {}
     events: dict[str, dict[str, Any]] = {}
     assert lg.stdout is not None
     for line in lg.stdout:
@@ -194,12 +194,19 @@ def _drive(
             if stack.redis_port is not None and ev["ev"] != "connecting":
                 redis[ev["ev"]] = redis_info(stack.redis_port)
         if ev["ev"] == "window_start" and profile_to is not None:
-            spy = profile.start(stack.procs[stack.profiled].pid, duration, profile_to)
+            for role in stack.profiled:
+                # One process: <workload>-<stack>.collapsed; several: ...-<role>.collapsed.
+                to = profile_to
+                if len(stack.profiled) > 1:
+                    to = profile_to.with_name(f"{profile_to.stem}-{role}{profile_to.suffix}")
+                spies[to] = profile.start(stack.procs[role].pid, duration, to)
     rc = lg.wait()
-    if profile_to is not None and spy is not None:
+    for to, spy in spies.items():
+        if spy is None:
+            continue
         spy.wait(timeout=duration + 30)
-        if profile_to.exists():
-            profile_to.with_suffix(".top.txt").write_text(profile.summarize(profile_to))
+        if to.exists():
+            to.with_suffix(".top.txt").write_text(profile.summarize(to))
     sampler.stop()
     if rc != 0 or not out.exists():
         return {

@@ -83,7 +83,7 @@ class Stack:
     client_ports: list[int] = field(default_factory=list)  # several: clients spread over them
     spread: str = "blocks"  # how (bench/loadgen/loadgen.js --spread)
     redis_port: int | None = None  # a Redis of the stack's own, read with INFO in the window
-    profiled: str = "server"  # the process --profile samples
+    profiled: tuple[str, ...] = ("server",)  # the processes --profile samples
     cpu_of: dict[str, str] = field(default_factory=dict)  # a process not on SERVER_CPU: its core
     stats: list[str] = field(default_factory=list)  # stats URLs, when not the defaults below
 
