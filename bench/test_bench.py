@@ -147,3 +147,13 @@ def test_cluster_window_reads_the_redis_hop_from_health() -> None:
     assert hop["lag_window_counts"] == [40, 98, 100, 100]
     assert hop["lag_p50_le_ms"] == 2.0 and hop["lag_p99_le_ms"] == 5.0
     assert hop["lag_mean_ms"] == pytest.approx(1.5)
+
+
+def test_redis_cost_writes_commands_in_resp() -> None:
+    from bench.redis_cost import command
+
+    assert command(b"PING") == b"*1\r\n$4\r\nPING\r\n"
+    assert (
+        command(b"EVALSHA", "ab", 1, b"k")
+        == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n"
+    )
