@@ -83,7 +83,15 @@ WORKLOADS: dict[str, list[Workload]] = {
         Workload("slow-base", 100, 1_000, 10, 400, what="1,000 healthy clients"),
         Workload("slow", 100, 1_000, 10, 400, stalled=100, what="... plus 100 stalled"),
     ],
+    # On request only (--workloads R): one client holding every symbol, so a server's CPU is
+    # mostly its per-tick cost (reading upstream or Redis, the hub), with almost no fan-out;
+    # at W1's rate and at 2.5 times it, where a cluster's holder writes bigger batches.
+    "R": [
+        Workload("R-2k", 100, 1, 100, 2_000, what="1 client, every symbol: the per-tick cost"),
+        Workload("R-5k", 100, 1, 100, 5_000, what="the same at 5,000 ticks/s"),
+    ],
 }
+ON_REQUEST = ("R",)  # not in the default run
 
 
 def tickers(n: int) -> list[str]:
@@ -289,7 +297,11 @@ def main() -> None:
     p.add_argument(
         "--stacks", default=",".join(STACKS), help=f"of {','.join(STACKS + EXTRA_STACKS)}"
     )
-    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"of {','.join(WORKLOADS)}")
+    p.add_argument(
+        "--workloads",
+        default=",".join(w for w in WORKLOADS if w not in ON_REQUEST),
+        help=f"of {','.join(WORKLOADS)}",
+    )
     p.add_argument("--runs", type=int, default=None, help="runs per point (default 3; quick: 1)")
     p.add_argument("--warmup", type=float, default=None, help="seconds (default 5; quick: 2)")
     p.add_argument("--duration", type=float, default=None, help="seconds (default 20; quick: 5)")
