@@ -20,6 +20,7 @@ an answer and re-reads every snapshot after Redis came back.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -46,10 +47,6 @@ from .wire import MalformedState, RemoteState, decode_state, ticks_of
 log = logging.getLogger(__name__)
 
 LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, math.inf)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class ClusterProvider:
@@ -149,9 +146,10 @@ class ClusterProvider:
             self._link.rejected(command, FailureReason.UNAVAILABLE, "cluster store unreachable")
 
     async def _write_demand(self, awaited: list[str]) -> None:
+        """Add ``awaited`` to this node's demand (the heartbeat rewrites the whole set)."""
         keys, node = self._keys, self._node
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(keys.demand(self.name, node), list(self.demand) or awaited)
+            pipe.sadd(keys.demand(self.name, node), awaited)
             pipe.sadd(keys.demanders(self.name), [node])
         await self._announce(awaited)
 
@@ -207,6 +205,9 @@ class ClusterProvider:
     # ---- reading ------------------------------------------------------------------------
 
     async def _read(self, pubsub: Any, answers: str) -> None:
+        # The answers channel's name as the PubSub may report it, so that telling it from
+        # the tick channels costs no decode per state.
+        answer_channel = frozenset({answers, answers.encode()})
         while True:
             # Not ``async for``: coredis's iterator ends for good when the PubSub reconnects
             # after Redis went away (its cleanup clears the event ``__anext__`` checks), while
@@ -214,7 +215,7 @@ class ClusterProvider:
             message = await pubsub.get_message()
             if message is None:
                 continue
-            if message["type"] == "subscribe" and _text(message["channel"]) == answers:
+            if message["type"] == "subscribe" and message["channel"] in answer_channel:
                 self._confirmations += 1
                 if self._confirmations > 1 and self._nursery is not None:
                     self._nursery.start_soon(self._resync_after_reconnect)
@@ -222,7 +223,7 @@ class ClusterProvider:
             if message["type"] != "message":
                 continue
             self._status.messages += 1
-            if _text(message["channel"]) == answers:
+            if message["channel"] in answer_channel:
                 await self._answered(message["data"])
             else:
                 self._received(message["data"])
@@ -301,7 +302,4 @@ class ClusterProvider:
 
     def _count_lag(self, seconds: float) -> None:
         self.lag_sum += max(seconds, 0.0)
-        for i, bound in enumerate(LAG_BUCKETS):
-            if seconds <= bound:
-                self.lag_counts[i] += 1
-                return
+        self.lag_counts[bisect.bisect_left(LAG_BUCKETS, seconds)] += 1  # first bound ≥ it

@@ -31,14 +31,10 @@ from ..upstream.contract import Provider
 from .keys import Keys
 from .lease import Fence, fenced_publish
 from .messages import Answer, MalformedMessage, decode_demand, encode
-from .redis import describe_failure, is_redis_failure, open_pubsub
+from .redis import as_text, describe_failure, is_redis_failure, open_pubsub
 from .wire import encode_state
 
 log = logging.getLogger(__name__)
-
-
-def text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class StatePublisher:
@@ -196,7 +192,7 @@ class DemandReconciler:
     async def reconcile_all(self) -> None:
         """Every node with demand: keep it, or drop it when its heartbeat expired."""
         members = await self._redis.smembers(self._keys.demanders(self._session))
-        for node in {text(m) for m in members} | set(self._nodes):
+        for node in {as_text(m) for m in members} | set(self._nodes):
             await self._reconcile_node(node)
 
     async def _reconcile_node(self, node: str, awaited: Iterable[str] = ()) -> None:
@@ -204,7 +200,7 @@ class DemandReconciler:
         if not await redis.exists([keys.node(node)]):
             await self._drop(node)
             return
-        wanted = {text(s) for s in await redis.smembers(keys.demand(self._session, node))}
+        wanted = {as_text(s) for s in await redis.smembers(keys.demand(self._session, node))}
         demand = self._node(node)
         demand.refused &= wanted
         await self._answer(node, self._revocations(demand))

@@ -219,6 +219,11 @@ def _shutdown_noise(exc: BaseException) -> bool:
     return isinstance(exc, trio.Cancelled | anyio.ClosedResourceError | anyio.EndOfStream)
 
 
+def as_text(value: bytes | str) -> str:
+    """A Redis reply (``bytes`` from this client) as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def is_redis_failure(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis could not be reached or answered, so a retry may succeed.
 

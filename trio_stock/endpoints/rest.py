@@ -202,8 +202,12 @@ def _cache_entry(fields: Mapping[str, Any], kind: str, stale: bool) -> dict[str,
 def _stale_markets(state: ServerState) -> frozenset[Market]:
     """Markets whose provider is not connected (down, backing off, or its cluster store
     unreachable): their cached states may be older than the market."""
-    providers = state.hub.statistics().providers
-    return frozenset(p.market for p in providers if p.state is not ProviderState.CONNECTED)
+    providers = (state.hub.provider_for(market) for market in Market)
+    return frozenset(
+        p.market
+        for p in providers
+        if p is not None and p.statistics().state is not ProviderState.CONNECTED
+    )
 
 
 def cache(request: Request, state: ServerState, grant: Grant = ANONYMOUS) -> Response:
