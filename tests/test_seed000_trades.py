@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import trio
 import trio.testing
+import trio_websocket
 
 from trio_stock import Config, Hub, Market, Tick, TickKind
 from trio_stock.endpoints.client import ClientLimits
@@ -51,10 +52,10 @@ def quote(provider: ScriptedProvider, bid: float, ask: float) -> None:
     provider.link.publish(Tick(CODE, TickKind.QUOTE, now, now, bid=bid, ask=ask))
 
 
-async def subscribe(ws: object, code: str = CODE) -> None:
-    await recv_type(ws, "connection_established")  # type: ignore[arg-type]
-    await send(ws, {"action": "subscribe", "codes": [code]})  # type: ignore[arg-type]
-    result = await recv_type(ws, "subscription_result")  # type: ignore[arg-type]
+async def subscribe(ws: trio_websocket.WebSocketConnection, code: str = CODE) -> None:
+    await recv_type(ws, "connection_established")
+    await send(ws, {"action": "subscribe", "codes": [code]})
+    result = await recv_type(ws, "subscription_result")
     assert result["success"] is True
 
 
