@@ -13,6 +13,7 @@ import trio_websocket
 
 from trio_stock import Config, Hub
 from trio_stock.access import build_verifier
+from trio_stock.client.endings import tolerating_the_closing_pong
 from trio_stock.clock import WallClock
 from trio_stock.endpoints.client import ClientLimits
 from trio_stock.server import handle_connection
@@ -97,23 +98,24 @@ class MemoryServer:
     async def websocket(
         self, path: str, lockstep: bool = False, headers: list[tuple[str, str]] | None = None
     ) -> AsyncIterator[trio_websocket.WebSocketConnection]:
-        async with trio.open_nursery() as nursery:
-            stream = self.connect_stream(lockstep)
-            # trio-websocket annotates SocketStream, but any trio Stream works
-            ws = await trio_websocket.wrap_client_stream(
-                nursery,
-                stream,  # type: ignore[arg-type]
-                "gateway.test",
-                path,
-                extra_headers=[(k.encode(), v.encode()) for k, v in headers or ()],
-            )
-            try:
-                yield ws
-            finally:
-                with trio.move_on_after(5) as cs:
-                    cs.shield = True
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
+        with tolerating_the_closing_pong():
+            async with trio.open_nursery() as nursery:
+                stream = self.connect_stream(lockstep)
+                # trio-websocket annotates SocketStream, but any trio Stream works
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery,
+                    stream,  # type: ignore[arg-type]
+                    "gateway.test",
+                    path,
+                    extra_headers=[(k.encode(), v.encode()) for k, v in headers or ()],
+                )
+                try:
+                    yield ws
+                finally:
+                    with trio.move_on_after(5) as cs:
+                        cs.shield = True
+                        await ws.aclose()
+                    nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -190,11 +192,12 @@ async def real_websocket(port: int, path: str) -> AsyncIterator[trio_websocket.W
     connection (DESIGN.md, known pitfalls); tests must not leak sockets either.
     """
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream, trio.open_nursery() as nursery:
-        ws = await trio_websocket.wrap_client_stream(nursery, stream, f"127.0.0.1:{port}", path)
-        try:
-            yield ws
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
+    with tolerating_the_closing_pong():
+        async with stream, trio.open_nursery() as nursery:
+            ws = await trio_websocket.wrap_client_stream(nursery, stream, f"127.0.0.1:{port}", path)
+            try:
+                yield ws
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()

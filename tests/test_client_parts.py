@@ -302,3 +302,22 @@ def test_the_clients_public_names_are_exactly_the_intended_ones() -> None:
         "Connected", "Disconnected", "Gap", "PriceStream", "PriceUpdate", "StreamEvent",
         "StreamRefused", "StreamStatistics", "SubscriptionFailed", "open_price_stream",
     }  # fmt: skip
+
+
+def test_the_closing_pong_of_trio_websocket_is_no_error_but_others_are() -> None:
+    from wsproto.utilities import LocalProtocolError
+
+    from trio_stock.client.endings import tolerating_the_closing_pong
+
+    closing = LocalProtocolError(
+        "Event Pong(payload=b'x') cannot be sent in state ConnectionState.LOCAL_CLOSING."
+    )
+    with tolerating_the_closing_pong():
+        raise ExceptionGroup("reader", [closing])
+    other = LocalProtocolError("Event Ping cannot be sent in state ConnectionState.CLOSED.")
+    with pytest.raises(ExceptionGroup) as raised, tolerating_the_closing_pong():
+        raise ExceptionGroup("reader", [closing, other])
+    assert raised.value.exceptions == (other,)
+    with pytest.raises(ExceptionGroup) as raised, tolerating_the_closing_pong():
+        raise ExceptionGroup("reader", [ValueError("bug")])
+    assert isinstance(raised.value.exceptions[0], ValueError)

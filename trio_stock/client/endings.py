@@ -14,8 +14,12 @@ The gateway's close codes are those of ``endpoints/client.py``:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import attrs
 import trio_websocket
+from wsproto.utilities import LocalProtocolError
 
 from ..upstream.backoff import Backoff
 from .values import StreamRefused
@@ -77,3 +81,22 @@ def retry_delay(ended: Ended, backoff: Backoff) -> float:
     if ended.retry_after is not None:
         delay = max(delay, min(ended.retry_after, MAX_RETRY_AFTER))
     return delay
+
+
+@contextlib.contextmanager
+def tolerating_the_closing_pong() -> Iterator[None]:
+    """Around the nursery of a trio-websocket connection: its closing-pong bug is no error.
+
+    trio-websocket (0.12) answers a ping that arrives while the connection closes with a
+    pong that wsproto refuses (``LocalProtocolError``: "cannot be sent in state
+    ConnectionState.LOCAL_CLOSING", trio-websocket issue #184), from its reader task. The
+    connection is ending anyway; any other error passes through.
+    """
+    try:
+        yield
+    except* LocalProtocolError as group:
+        rest = group.subgroup(
+            lambda e: isinstance(e, LocalProtocolError) and "LOCAL_CLOSING" not in str(e)
+        )
+        if rest is not None:
+            raise rest from None

@@ -28,7 +28,7 @@ from ..limits import TokenBucket
 from ..symbols import normalize_symbol
 from ..upstream.backoff import Backoff
 from .address import Address, bearer_header
-from .endings import Ended, refusal, retry_delay
+from .endings import Ended, refusal, retry_delay, tolerating_the_closing_pong
 from .gaps import GapFinder
 from .pending import Arrived, Pending
 from .values import (
@@ -260,10 +260,12 @@ class PriceStream:
             return Ended(None, _why_not_connected(exc))
         rejected: trio_websocket.ConnectionRejected | None = None
         try:
-            async with trio.open_nursery() as nursery:
-                ended = await self._upgrade_and_read(stream, nursery)
-                nursery.cancel_scope.cancel()
-                return ended
+            with tolerating_the_closing_pong():
+                async with trio.open_nursery() as nursery:
+                    ended = await self._upgrade_and_read(stream, nursery)
+                    nursery.cancel_scope.cancel()
+                    return ended
+            return Ended(None, "closed while the gateway pinged")
         except* trio_websocket.ConnectionRejected as group:  # raised by its reader task
             rejected = _first(group)
         finally:
